@@ -1,0 +1,323 @@
+"""Sequential MNIST data: loading, the fixed split, sequence orders, pipelines.
+
+Two sources, one result (uint8 images [n, 28, 28] and int labels):
+  * offline: `--data_dir` holding the four IDX files (optionally `.gz`), read
+    directly and verified (see `idx.py`); no network;
+  * online (default): `tfds.load`, which downloads on a machine with internet.
+
+The 60k training images are split once, with a fixed seed, into 55k train and
+`validation_size` validation images; the 10k test images are only read at the
+end of a run. Images become sequences in-graph (`to_sequences`), so the same
+order, permutation and normalisation apply at train, eval and export.
+
+Pipelines take a `tf.distribute.InputContext` and know nothing else about the
+strategy. The training order is a pure function of (seed, step): batch k holds
+examples [k*B, (k+1)*B) of the concatenation of per-epoch stateless shuffles.
+A resumed run therefore sees exactly the batches an uninterrupted run would,
+and every replica count splits the same global batch.
+"""
+
+import dataclasses
+import os
+from typing import Optional
+
+from absl import logging
+import gin
+import numpy as np
+import tensorflow as tf
+
+from seqmnist import idx
+from seqmnist.errors import ConfigError, DataError
+
+IMAGE_SIZE = 28
+NUM_CLASSES = 10
+NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
+# Normalisation of pixels scaled to [0, 1]: MNIST's training mean and std.
+PIXEL_MEAN = 0.1307
+PIXEL_STD = 0.3081
+# The train/validation split is fixed for every run whatever Trainer.seed is,
+# so validation figures of different runs are comparable.
+SPLIT_SEED = 0
+
+# order -> (time steps, features per step)
+ORDERS = {
+    'row': (IMAGE_SIZE, IMAGE_SIZE),
+    'pixel': (NUM_PIXELS, 1),
+    'permuted': (NUM_PIXELS, 1),
+}
+
+
+@gin.configurable('Data')
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """What the model reads.
+
+  Attributes:
+    dataset: a TFDS name of a 28x28x1, 10-class image dataset ('mnist',
+      'fashion_mnist', 'kmnist'). Offline IDX files are checked against the
+      published SHA-256 only for 'mnist'.
+    order: 'row' (28 steps x 28 pixels), 'pixel' (784 x 1, row-major) or
+      'permuted' (784 x 1 in one fixed order drawn from `permutation_seed`).
+    permutation_seed: seed of numpy's legacy RandomState that draws the
+      permutation; 100 reproduces "Building RNN Models to Solve Sequential
+      MNIST" (np.random.seed(100); np.random.permutation(784)).
+    validation_size: images held out of the 60k training set for validation.
+    batch_size: the global training batch, over all replicas and workers.
+    eval_batch_size: the global batch of validation and test passes; the last
+      batch is padded with zero-weight examples, so any size is exact.
+  """
+  dataset: str = 'mnist'
+  order: str = 'row'
+  permutation_seed: int = 100
+  validation_size: int = 5000
+  batch_size: int = 128
+  eval_batch_size: int = 500
+
+  def __post_init__(self):
+    if not isinstance(self.dataset, str) or not self.dataset:
+      raise ConfigError(f'Data.dataset={self.dataset!r} must be a TFDS '
+                        "dataset name such as 'mnist' or 'fashion_mnist'")
+    if self.order not in ORDERS:
+      raise ConfigError(f'Data.order={self.order!r} is not one of '
+                        f'{", ".join(repr(o) for o in ORDERS)}')
+    _check_int('Data.permutation_seed', self.permutation_seed, minimum=0)
+    _check_int('Data.validation_size', self.validation_size, minimum=1)
+    _check_int('Data.batch_size', self.batch_size, minimum=1)
+    _check_int('Data.eval_batch_size', self.eval_batch_size, minimum=1)
+
+  @property
+  def sequence_shape(self):
+    """(time steps, features per step) of one example."""
+    return ORDERS[self.order]
+
+
+def _check_int(name, value, minimum):
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise ConfigError(f'{name}={value!r} must be an integer >= {minimum}')
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  images: np.ndarray  # uint8 [n, 28, 28]
+  labels: np.ndarray  # int32 [n]
+
+  def __len__(self):
+    return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+  train: Split
+  validation: Split
+  test: Split
+  source: str  # where the data came from, for logs and results.json
+
+
+def load(config: DataConfig, data_dir: Optional[str]) -> Splits:
+  """Loads and splits the dataset; raises DataError/ConfigError on bad input.
+
+  Args:
+    config: the Data configuration.
+    data_dir: a folder holding the four IDX files (read offline), any other
+      folder (used as TFDS's data_dir), or None (TFDS's default location).
+  """
+  if data_dir is not None and not os.path.isdir(data_dir):
+    raise DataError(f'--data_dir={data_dir} is not a directory')
+  offline = data_dir is not None and any(
+      idx.find(data_dir, name) for name in idx.IDX_FILES.values())
+  if offline:
+    (train_x, train_y), (test_x, test_y) = _load_idx(config, data_dir)
+    source = f'idx:{os.path.abspath(data_dir)}'
+  else:
+    (train_x, train_y), (test_x, test_y) = _load_tfds(config, data_dir)
+    source = f'tfds:{config.dataset}'
+  return _split(config, train_x, train_y, test_x, test_y, source)
+
+
+def _load_idx(config, data_dir):
+  paths = {}
+  for key, name in idx.IDX_FILES.items():
+    path = idx.find(data_dir, name)
+    if path is None:
+      raise DataError(
+          f'--data_dir={data_dir} lacks {name} (or {name}.gz); offline data '
+          f'needs all four IDX files: {", ".join(idx.IDX_FILES.values())}')
+    paths[key] = path
+  checksums = idx.MNIST_SHA256 if config.dataset == 'mnist' else {}
+  if not checksums:
+    logging.warning('No published checksum is known for %r: its IDX files '
+                    'are checked for format only.', config.dataset)
+  arrays = {}
+  for (split, kind), path in paths.items():
+    name = idx.IDX_FILES[(split, kind)]
+    arrays[(split, kind)] = idx.read(
+        path, expected_ndim=3 if kind == 'images' else 1,
+        expected_sha256=checksums.get(name))
+  for split in ('train', 'test'):
+    images, labels = arrays[(split, 'images')], arrays[(split, 'labels')]
+    labels_path = paths[(split, 'labels')]
+    if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+      raise DataError(f'IDX file {paths[(split, "images")]} holds images of '
+                      f'{images.shape[1:]}; expected (28, 28)')
+    if len(images) != len(labels):
+      raise DataError(f'IDX file {labels_path} has {len(labels)} labels for '
+                      f'{len(images)} images')
+    idx.check_labels(labels, NUM_CLASSES, labels_path)
+  return ((arrays[('train', 'images')], arrays[('train', 'labels')]),
+          (arrays[('test', 'images')], arrays[('test', 'labels')]))
+
+
+def _load_tfds(config, data_dir):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    (train, test), info = tfds.load(
+        config.dataset, split=['train', 'test'], batch_size=-1,
+        as_supervised=True, data_dir=data_dir, with_info=True)
+  except Exception as e:  # TFDS raises many types; all mean "no data".
+    first_line = str(e).strip().splitlines()[0] if str(e).strip() else ''
+    raise DataError(
+        f'cannot load Data.dataset={config.dataset!r} through TFDS '
+        f'(data_dir={data_dir}): {type(e).__name__}: {first_line} -- without '
+        'internet, point --data_dir at a folder with the four IDX files'
+    ) from e
+  image_shape = tuple(info.features['image'].shape)
+  num_classes = info.features['label'].num_classes
+  if image_shape != (IMAGE_SIZE, IMAGE_SIZE, 1) or num_classes != NUM_CLASSES:
+    raise ConfigError(
+        f'Data.dataset={config.dataset!r} has images {image_shape} and '
+        f'{num_classes} classes; seqmnist needs (28, 28, 1) and 10')
+  def to_numpy(pair):
+    images, labels = tfds.as_numpy(pair)
+    return images[..., 0], labels
+  return to_numpy(train), to_numpy(test)
+
+
+def _split(config, train_x, train_y, test_x, test_y, source):
+  n = len(train_y)
+  if config.validation_size >= n:
+    raise ConfigError(f'Data.validation_size={config.validation_size} must be '
+                      f'smaller than the {n} training images')
+  order = np.random.default_rng(SPLIT_SEED).permutation(n)
+  val_idx = np.sort(order[:config.validation_size])
+  train_idx = np.sort(order[config.validation_size:])
+  def take(x, y, indices=None):
+    if indices is not None:
+      x, y = x[indices], y[indices]
+    return Split(images=np.ascontiguousarray(x, dtype=np.uint8),
+                 labels=np.asarray(y, dtype=np.int32))
+  splits = Splits(train=take(train_x, train_y, train_idx),
+                  validation=take(train_x, train_y, val_idx),
+                  test=take(test_x, test_y), source=source)
+  if config.batch_size > len(splits.train):
+    raise ConfigError(
+        f'Data.batch_size={config.batch_size} is larger than the training '
+        f'split ({len(splits.train)} images)')
+  return splits
+
+
+def permutation(config: DataConfig) -> Optional[np.ndarray]:
+  """The fixed pixel order of the 'permuted' task, else None."""
+  if config.order != 'permuted':
+    return None
+  return np.random.RandomState(config.permutation_seed).permutation(NUM_PIXELS)
+
+
+def to_sequences(images: tf.Tensor, config: DataConfig) -> tf.Tensor:
+  """uint8 images [b, 28, 28] -> normalised float32 sequences [b, T, F]."""
+  x = (tf.cast(images, tf.float32) / 255.0 - PIXEL_MEAN) / PIXEL_STD
+  steps, features = config.sequence_shape
+  x = tf.reshape(x, [-1, steps, features])
+  perm = permutation(config)
+  if perm is not None:
+    x = tf.gather(x, tf.constant(perm, dtype=tf.int32), axis=1)
+  return x
+
+
+def _per_replica_batches(global_batches: tf.data.Dataset, global_batch: int,
+                         ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+  """Turns global batches into this pipeline's per-replica batches.
+
+  Pipeline p takes rows [p*B/P, (p+1)*B/P) of each global batch (disjoint
+  shards), then splits them into batches of B/R for its local replicas, which
+  consume consecutive elements. So the union over replicas of step k is
+  global batch k, whatever the number of replicas and workers.
+  """
+  if global_batch % ctx.num_replicas_in_sync:
+    raise ConfigError(
+        f'the global batch {global_batch} does not divide over '
+        f'{ctx.num_replicas_in_sync} replicas; use a multiple of '
+        f'{ctx.num_replicas_in_sync}')
+  per_pipeline = global_batch // ctx.num_input_pipelines
+  per_replica = global_batch // ctx.num_replicas_in_sync
+  start = ctx.input_pipeline_id * per_pipeline
+
+  def take_shard(*tensors):  # a batch, or a tuple of batches (with weights)
+    shard = tuple(t[start:start + per_pipeline] for t in tensors)
+    return shard if len(shard) > 1 else shard[0]
+
+  shard = global_batches.map(take_shard)
+  if per_pipeline == per_replica:
+    return shard
+  return shard.unbatch().batch(per_replica, drop_remainder=True)
+
+
+def train_dataset(split: Split, config: DataConfig, *, seed: int,
+                  start_step: int,
+                  input_context: Optional[tf.distribute.InputContext] = None
+                  ) -> tf.data.Dataset:
+  """Endless (sequences, labels) batches, starting at global step start_step."""
+  ctx = input_context or tf.distribute.InputContext()
+  n, batch = len(split), config.batch_size
+  start_epoch, offset = divmod(start_step * batch, n)
+  seed = tf.constant(seed, tf.int64)
+
+  def epoch_order(epoch):
+    return tf.data.Dataset.from_tensor_slices(
+        tf.random.experimental.stateless_shuffle(
+            tf.range(n, dtype=tf.int64), seed=tf.stack([seed, epoch])))
+
+  indices = (tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max)
+             .flat_map(epoch_order)
+             .skip(offset)
+             .batch(batch, drop_remainder=True))
+  indices = _per_replica_batches(indices, batch, ctx)
+  return _gather(indices, split, config).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(split: Split, config: DataConfig,
+                 input_context: Optional[tf.distribute.InputContext] = None
+                 ) -> tf.data.Dataset:
+  """One pass of (sequences, labels, weights) batches over the whole split.
+
+  The split is padded to a multiple of the global eval batch with weight-0
+  examples, so every replica gets full batches and the metrics stay exact.
+  """
+  ctx = input_context or tf.distribute.InputContext()
+  batch = config.eval_batch_size
+  steps = eval_steps(split, config)
+  padded = steps * batch
+  indices = np.arange(padded) % len(split)
+  weights = (np.arange(padded) < len(split)).astype(np.float32)
+  global_batches = tf.data.Dataset.from_tensor_slices(
+      (indices, weights)).batch(batch, drop_remainder=True)
+  per_replica = _per_replica_batches(global_batches, batch, ctx)
+  return _gather(per_replica, split, config).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_steps(split: Split, config: DataConfig) -> int:
+  """Global batches in one eval pass over `split` (the last one padded)."""
+  return -(-len(split) // config.eval_batch_size)
+
+
+def _gather(indices: tf.data.Dataset, split: Split,
+            config: DataConfig) -> tf.data.Dataset:
+  """Index batches (and any passthrough, e.g. weights) -> example batches."""
+  images = tf.constant(split.images)
+  labels = tf.constant(split.labels)
+
+  def gather(idx_batch, *passthrough):
+    return (to_sequences(tf.gather(images, idx_batch), config),
+            tf.gather(labels, idx_batch)) + passthrough
+
+  return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE,
+                     deterministic=True)

@@ -1,0 +1,58 @@
+r"""Trains an RNN on sequential MNIST.
+
+  python -m seqmnist.main --gin_file=gin/pixel.gin \
+      [--gin_param="Trainer.steps=200"] --model_dir=DIR [--data_dir=DIR]
+
+Flags hold only the execution environment; everything about the experiment
+is gin (see gin/ and the README).
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from seqmnist import config
+from seqmnist import trainer
+from seqmnist.errors import UserError
+
+_GIN_FILE = flags.DEFINE_multi_string(
+    'gin_file', [], 'Gin config file(s): a path, or a name shipped in the '
+    "package's gin folder such as pixel.gin. Repeatable; later files win.")
+_GIN_PARAM = flags.DEFINE_multi_string(
+    'gin_param', [], 'Gin binding(s) applied after the files, e.g. '
+    '"Trainer.steps=200". Repeatable.')
+_MODEL_DIR = flags.DEFINE_string(
+    'model_dir', None, 'Run directory: checkpoints, TensorBoard events, '
+    'operative_config.gin, results.json. Rerunning resumes.')
+_DATA_DIR = flags.DEFINE_string(
+    'data_dir', None, 'A folder with the four MNIST IDX files (read offline), '
+    "or TFDS's data_dir; default: TFDS's own, downloading if needed.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  try:
+    if not _GIN_FILE.value:
+      raise UserError('--gin_file is required, e.g. --gin_file=row.gin')
+    config.parse(_GIN_FILE.value, _GIN_PARAM.value)
+    results = trainer.train_and_evaluate(_MODEL_DIR.value, _DATA_DIR.value)
+  except UserError as e:
+    message = str(e).strip().splitlines()[0]
+    logging.error('%s', message)
+    print(f'seqmnist: error: {message}', file=sys.stderr)
+    sys.exit(2)
+  print(f'test accuracy {results["test_accuracy"]:.4f} '
+        f'(best validation {results["best_val_accuracy"]:.4f} at step '
+        f'{results["best_step"]}); results in {_MODEL_DIR.value}')
+
+
+def run():
+  """Console-script entry point (`seqmnist`)."""
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()

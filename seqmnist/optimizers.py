@@ -1,0 +1,54 @@
+"""Optimizers by name, and the learning-rate schedules gin may reference.
+
+`Trainer.learning_rate` is a number or a Keras schedule bound in gin, e.g.
+
+    Trainer.learning_rate = @CosineDecay()
+    CosineDecay.initial_learning_rate = 1e-3
+    CosineDecay.decay_steps = 8000
+
+Gradient clipping is not the optimizer's job here: Keras 3 optimizers clip
+per replica before their own all-reduce, which is not replica-invariant; see
+`clipping.py` and `steps.py`.
+"""
+
+import numbers
+
+import gin
+import keras
+
+from seqmnist.errors import ConfigError
+
+OPTIMIZERS = {
+    'rmsprop': keras.optimizers.RMSprop,
+    'adam': keras.optimizers.Adam,
+    'sgd': keras.optimizers.SGD,
+}
+
+for _schedule in (keras.optimizers.schedules.CosineDecay,
+                  keras.optimizers.schedules.ExponentialDecay,
+                  keras.optimizers.schedules.PiecewiseConstantDecay,
+                  keras.optimizers.schedules.PolynomialDecay):
+  gin.external_configurable(_schedule, module='schedules')
+
+
+def check(name, learning_rate) -> None:
+  """Raises ConfigError unless (name, learning_rate) can build an optimizer."""
+  if name not in OPTIMIZERS:
+    raise ConfigError(f'Trainer.optimizer={name!r} is not one of '
+                      f'{", ".join(repr(o) for o in OPTIMIZERS)}')
+  if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+    return
+  if (isinstance(learning_rate, bool) or
+      not isinstance(learning_rate, numbers.Real) or not learning_rate > 0):
+    raise ConfigError(
+        f'Trainer.learning_rate={learning_rate!r} must be a positive number '
+        'or a schedule such as @CosineDecay()')
+
+
+def build(name: str, learning_rate) -> keras.optimizers.Optimizer:
+  """A fresh optimizer; call it under `strategy.scope()`."""
+  check(name, learning_rate)
+  if not isinstance(learning_rate,
+                    keras.optimizers.schedules.LearningRateSchedule):
+    learning_rate = float(learning_rate)
+  return OPTIMIZERS[name](learning_rate=learning_rate)

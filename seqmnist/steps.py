@@ -1,0 +1,150 @@
+"""What one training or evaluation step computes, and the loops that run them.
+
+This is the inner side of the loop/step boundary: `trainer.py` owns step
+counting, checkpoints, summaries and timing, and calls the `tf.function`s
+built here, each running many steps per call (`tf.range` inside), and each
+returning metric *sums* reduced over every replica and worker.
+
+The train step under a strategy with R replicas at global batch B:
+  1. each replica's loss is its share of the global mean: sum of per-example
+     cross-entropy / B;
+  2. gradients are all-reduced (SUM) in replica context -> the global mean's
+     gradient, the same on every replica;
+  3. per-variable clipping of that aggregated gradient (head excluded);
+  4. the optimizer gets clipped/R: Keras 3 optimizers all-reduce (SUM) inside
+     `apply_gradients`, which turns clipped/R back into the clipped gradient.
+So one step makes the same update with 1 or R replicas.
+"""
+
+import dataclasses
+from typing import Sequence
+
+import keras
+import tensorflow as tf
+
+from seqmnist import clipping
+
+SUM = tf.distribute.ReduceOp.SUM
+MEAN = tf.distribute.ReduceOp.MEAN
+
+# Keys of the dict the train loop returns. The first three are sums over the
+# loop's steps of per-step means; the rest are sums of counts.
+TRAIN_METRICS = ('loss', 'grad_norm', 'clipped_grad_norm', 'clipped_fraction',
+                 'correct', 'examples')
+EVAL_METRICS = ('loss_sum', 'correct', 'examples')
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+  """How a train step updates the model.
+
+  Attributes:
+    global_batch_size: examples per step over all replicas.
+    clip_norm: max L2 norm of each variable's aggregated gradient; 0 = off.
+    clip_exclude: regexes of variable paths never clipped.
+    histogram_every: write raw and clipped gradient histograms to the default
+      summary writer every this many steps; 0 = never.
+  """
+  global_batch_size: int
+  clip_norm: float
+  clip_exclude: Sequence[str]
+  histogram_every: int = 0
+
+
+def _per_example_loss(labels, logits):
+  return tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32))
+
+
+def _correct(labels, logits, weights=None):
+  hits = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32),
+                          tf.cast(labels, tf.int32)), tf.float32)
+  if weights is not None:
+    hits *= weights
+  return tf.reduce_sum(hits)
+
+
+def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model,
+                    optimizer: keras.optimizers.Optimizer,
+                    options: StepOptions):
+  """Returns `train_loop(iterator, num_steps) -> dict of metric sums`."""
+  variables = model.trainable_variables
+
+  def replica_step(sequences, labels):
+    ctx = tf.distribute.get_replica_context()
+    with tf.GradientTape() as tape:
+      logits = model(sequences, training=True)
+      loss = tf.nn.compute_average_loss(
+          _per_example_loss(labels, logits),
+          global_batch_size=options.global_batch_size)
+    grads = tape.gradient(loss, variables)
+    grads = ctx.all_reduce(SUM, grads)
+    clipped, stats = clipping.clip_gradients(
+        grads, variables, options.clip_norm, options.clip_exclude)
+    replicas = ctx.num_replicas_in_sync
+    to_apply = clipped if replicas == 1 else [g / replicas for g in clipped]
+    optimizer.apply_gradients(zip(to_apply, variables))
+    metrics = dict(stats, loss=loss, correct=_correct(labels, logits),
+                   examples=tf.cast(tf.shape(labels)[0], tf.float32))
+    return metrics, grads, clipped
+
+  def reduce(metrics):
+    out = {}
+    for key, value in metrics.items():
+      # loss is each replica's share of the global mean; counts add up;
+      # gradient statistics are already identical on every replica.
+      op = SUM if key in ('loss', 'correct', 'examples') else MEAN
+      out[key] = strategy.reduce(op, value, axis=None)
+    return out
+
+  def write_histograms(grads, clipped):
+    step = optimizer.iterations
+    with tf.summary.record_if(
+        tf.equal(step % options.histogram_every, 0)):
+      for v, g, c in zip(variables, grads, clipped):
+        g = strategy.experimental_local_results(g)[0]
+        c = strategy.experimental_local_results(c)[0]
+        tf.summary.histogram(f'gradients/{v.path}', g, step=step)
+        tf.summary.histogram(f'clipped_gradients/{v.path}', c, step=step)
+
+  @tf.function
+  def train_loop(iterator, num_steps):
+    totals = {k: tf.constant(0.0) for k in TRAIN_METRICS}
+    for _ in tf.range(num_steps):
+      sequences, labels = next(iterator)
+      metrics, grads, clipped = strategy.run(replica_step,
+                                             (sequences, labels))
+      if options.histogram_every:
+        write_histograms(grads, clipped)
+      reduced = reduce(metrics)
+      totals = {k: totals[k] + reduced[k] for k in TRAIN_METRICS}
+    return totals
+
+  return train_loop
+
+
+def make_eval_loop(strategy: tf.distribute.Strategy, model: keras.Model):
+  """Returns `eval_loop(iterator, num_steps) -> dict of metric sums`.
+
+  The iterator yields (sequences, labels, weights); weight-0 rows are padding.
+  """
+
+  def replica_step(sequences, labels, weights):
+    logits = model(sequences, training=False)
+    return {
+        'loss_sum': tf.reduce_sum(_per_example_loss(labels, logits) * weights),
+        'correct': _correct(labels, logits, weights),
+        'examples': tf.reduce_sum(weights),
+    }
+
+  @tf.function
+  def eval_loop(iterator, num_steps):
+    totals = {k: tf.constant(0.0) for k in EVAL_METRICS}
+    for _ in tf.range(num_steps):
+      sequences, labels, weights = next(iterator)
+      out = strategy.run(replica_step, (sequences, labels, weights))
+      totals = {k: totals[k] + strategy.reduce(SUM, out[k], axis=None)
+                for k in EVAL_METRICS}
+    return totals
+
+  return eval_loop

@@ -1,0 +1,36 @@
+"""TensorBoard event files: model_dir/train/ and model_dir/validation/.
+
+Only the chief writes; every other worker gets no-op writers, so the calls
+stay the same everywhere and nothing depends on who runs them.
+"""
+
+import os
+from typing import Mapping
+
+import tensorflow as tf
+
+TRAIN = 'train'
+VALIDATION = 'validation'
+
+
+class Summaries:
+  """One writer per split, real on the chief, no-op elsewhere."""
+
+  def __init__(self, model_dir: str, *, is_chief: bool):
+    def writer(name):
+      if is_chief:
+        return tf.summary.create_file_writer(os.path.join(model_dir, name))
+      return tf.summary.create_noop_writer()
+    self.train = writer(TRAIN)
+    self.validation = writer(VALIDATION)
+
+  def scalars(self, writer, values: Mapping[str, float], step: int) -> None:
+    with writer.as_default(step=step):
+      for name, value in values.items():
+        tf.summary.scalar(name, value)
+    writer.flush()
+
+  def close(self) -> None:
+    for writer in (self.train, self.validation):
+      writer.flush()
+      writer.close()

@@ -1,0 +1,306 @@
+"""The outer training loop: step counting, evaluation, checkpoints, summaries.
+
+`train_and_evaluate` is the whole job behind `python -m seqmnist.main`:
+build everything from gin, resume from the latest checkpoint, train to
+`Trainer.steps` in `tf.function` loops of up to `steps_per_loop` steps,
+validate every `eval_every` steps (keeping the best checkpoint apart),
+evaluate the best checkpoint on the test set and write `results.json`.
+What a step computes lives in `steps.py`; data in `data.py`.
+"""
+
+import dataclasses
+import numbers
+import os
+import time
+from typing import Any, Optional, Sequence
+
+from absl import logging
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+
+from seqmnist import checkpoints
+from seqmnist import data
+from seqmnist import distribute
+from seqmnist import models
+from seqmnist import optimizers
+from seqmnist import rundir
+from seqmnist import steps as steps_lib
+from seqmnist import summaries as summaries_lib
+from seqmnist.errors import ConfigError
+
+
+@gin.configurable('Trainer')
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+  """How long and how the model is trained; all counts are global steps.
+
+  Attributes:
+    steps: train until the global step reaches this.
+    steps_per_loop: steps run inside one tf.function call (fewer round trips
+      to Python); a loop also stops early at the next eval/checkpoint/summary.
+    eval_every: a full validation pass every this many steps (and at the end).
+    checkpoint_every: a rolling checkpoint every this many steps (and at the
+      end).
+    summary_every: train scalars to TensorBoard every this many steps.
+    histogram_every: raw and clipped gradient histograms every this many
+      steps; 0 = off.
+    optimizer: 'rmsprop', 'adam' or 'sgd'.
+    learning_rate: a positive number or a schedule (see optimizers.py).
+    clip_norm: max L2 norm of each variable's gradient, applied to the
+      gradient aggregated over replicas; 0 = off.
+    clip_exclude: regexes of variable paths never clipped; by default the
+      dense head, which is not recurrent (as in the source article).
+    seed: seeds weights and the data order; with `deterministic` the same
+      seed gives the same run on the CPU.
+    checkpoints_to_keep: rolling checkpoints kept.
+    deterministic: enable TensorFlow op determinism.
+  """
+  steps: int = 1000
+  steps_per_loop: int = 100
+  eval_every: int = 1000
+  checkpoint_every: int = 1000
+  summary_every: int = 100
+  histogram_every: int = 0
+  optimizer: str = 'rmsprop'
+  learning_rate: Any = 1e-3
+  clip_norm: float = 0.0
+  clip_exclude: Sequence[str] = (r'(^|/)head/',)
+  seed: int = 0
+  checkpoints_to_keep: int = 3
+  deterministic: bool = True
+
+  def __post_init__(self):
+    for name in ('steps', 'steps_per_loop', 'eval_every', 'checkpoint_every',
+                 'summary_every', 'checkpoints_to_keep'):
+      _check_int(name, getattr(self, name), minimum=1)
+    _check_int('histogram_every', self.histogram_every, minimum=0)
+    _check_int('seed', self.seed, minimum=0)
+    optimizers.check(self.optimizer, self.learning_rate)
+    if (isinstance(self.clip_norm, bool) or
+        not isinstance(self.clip_norm, numbers.Real) or self.clip_norm < 0):
+      raise ConfigError(f'Trainer.clip_norm={self.clip_norm!r} must be a '
+                        'number >= 0 (0 turns clipping off)')
+    if isinstance(self.clip_exclude, str) or not all(
+        isinstance(p, str) for p in self.clip_exclude):
+      raise ConfigError(f'Trainer.clip_exclude={self.clip_exclude!r} must be '
+                        "a list of regexes such as ['head/']")
+    if not isinstance(self.deterministic, bool):
+      raise ConfigError(f'Trainer.deterministic={self.deterministic!r} must '
+                        'be True or False')
+
+
+def _check_int(name, value, minimum):
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise ConfigError(f'Trainer.{name}={value!r} must be an integer >= '
+                      f'{minimum}')
+
+
+class _Progbar(keras.utils.Progbar):
+  """Keras' progress bar, with an ETA that ignores steps done before resume."""
+
+  def __init__(self, target, initial, **kwargs):
+    super().__init__(target, **kwargs)
+    self._initial = initial
+
+  def _estimate_step_duration(self, current, now):
+    return super()._estimate_step_duration(current - self._initial, now)
+
+
+def train_and_evaluate(model_dir: str, data_dir: Optional[str]) -> dict:
+  """Runs (or resumes, or reports) the configured experiment.
+
+  Args:
+    model_dir: the run directory (see rundir.py).
+    data_dir: where data lives (see data.load), or None for TFDS's default.
+
+  Returns:
+    The contents of results.json.
+  """
+  # Every configurable is built (and validated) before anything is written.
+  strategy = distribute.make_strategy(distribute.DistributeConfig())
+  data_config = data.DataConfig()
+  model_config = models.ModelConfig()
+  config = TrainerConfig()
+  rundir.check_writable(model_dir)
+  splits = data.load(data_config, data_dir)
+  for name, split in (('validation', splits.validation),
+                      ('test', splits.test)):
+    logging.info('%s split: %d images', name, len(split))
+
+  keras.utils.set_random_seed(config.seed)
+  if config.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  is_chief = distribute.is_chief(strategy)
+  if is_chief:
+    rundir.create(model_dir)
+
+  with strategy.scope():
+    model = models.build(model_config, data_config.sequence_shape,
+                         data.NUM_CLASSES, seed=config.seed)
+    optimizer = optimizers.build(config.optimizer, config.learning_rate)
+    optimizer.build(model.trainable_variables)
+    ckpts = checkpoints.RunCheckpoints(
+        model_dir, model=model, optimizer=optimizer,
+        keep=config.checkpoints_to_keep)
+  restored = ckpts.restore_latest()
+  step = int(optimizer.iterations.numpy())
+  if restored:
+    logging.info('Resumed from %s at step %d.', restored, step)
+  if is_chief:
+    rundir.write_atomic(os.path.join(model_dir, rundir.OPERATIVE_CONFIG),
+                        gin.operative_config_str())
+
+  results_path = os.path.join(model_dir, rundir.RESULTS)
+  if step >= config.steps and os.path.exists(results_path):
+    results = rundir.read_json(results_path)
+    logging.info('Run already finished at step %d: %s', step, results)
+    return results
+
+  loop = _Loop(strategy=strategy, model=model, optimizer=optimizer,
+               ckpts=ckpts, splits=splits, data_config=data_config,
+               config=config, model_dir=model_dir, is_chief=is_chief)
+  try:
+    results = loop.run(step)
+  finally:
+    loop.summaries.close()
+  if is_chief:
+    rundir.write_json(results_path, results)
+  return results
+
+
+class _Loop:
+  """The state of one invocation of the training loop."""
+
+  def __init__(self, *, strategy, model, optimizer, ckpts, splits,
+               data_config, config, model_dir, is_chief):
+    self.strategy = strategy
+    self.model = model
+    self.optimizer = optimizer
+    self.ckpts = ckpts
+    self.splits = splits
+    self.data_config = data_config
+    self.config = config
+    self.summaries = summaries_lib.Summaries(model_dir, is_chief=is_chief)
+    self.train_loop = steps_lib.make_train_loop(
+        strategy, model, optimizer,
+        steps_lib.StepOptions(
+            global_batch_size=data_config.batch_size,
+            clip_norm=float(config.clip_norm),
+            clip_exclude=tuple(config.clip_exclude),
+            histogram_every=config.histogram_every))
+    self.eval_loop = steps_lib.make_eval_loop(strategy, model)
+
+  def _train_iterator(self, start_step):
+    dataset = self.strategy.distribute_datasets_from_function(
+        lambda ctx: data.train_dataset(
+            self.splits.train, self.data_config, seed=self.config.seed,
+            start_step=start_step, input_context=ctx))
+    return iter(dataset)
+
+  def evaluate(self, split: data.Split) -> dict:
+    dataset = self.strategy.distribute_datasets_from_function(
+        lambda ctx: data.eval_dataset(split, self.data_config, ctx))
+    sums = self.eval_loop(
+        iter(dataset),
+        tf.constant(data.eval_steps(split, self.data_config)))
+    sums = {k: float(v.numpy()) for k, v in sums.items()}
+    return {'loss': sums['loss_sum'] / sums['examples'],
+            'accuracy': sums['correct'] / sums['examples']}
+
+  def _next_stop(self, step):
+    """The next step at which the loop must return to Python."""
+    c = self.config
+    candidates = [c.steps, step + c.steps_per_loop]
+    for every in (c.eval_every, c.checkpoint_every, c.summary_every):
+      candidates.append((step // every + 1) * every)
+    return min(candidates)
+
+  def run(self, step: int) -> dict:
+    c = self.config
+    start_step = step
+    iterator = self._train_iterator(step)
+    progbar = _Progbar(c.steps, initial=step, unit_name='step',
+                       stateful_metrics=['loss', 'acc', 'ex/s', 'val_acc'])
+    window = dict.fromkeys(steps_lib.TRAIN_METRICS, 0.0)
+    window_steps, window_seconds = 0, 0.0
+    train_seconds, train_examples, first_loop = 0.0, 0.0, None
+    wall_start = time.time()
+    last_eval_step = None
+    val = None
+    while step < c.steps:
+      num = self._next_stop(step) - step
+      t0 = time.time()
+      sums = self.train_loop(iterator, tf.constant(num, tf.int32))
+      sums = {k: float(v.numpy()) for k, v in sums.items()}
+      seconds = time.time() - t0
+      step += num
+      if first_loop is None:
+        first_loop = (seconds, sums['examples'])  # includes tracing
+      else:
+        train_seconds += seconds
+        train_examples += sums['examples']
+      for k in window:
+        window[k] += sums[k]
+      window_steps += num
+      window_seconds += seconds
+      ex_per_s = window['examples'] / window_seconds
+      loss = window['loss'] / window_steps
+      if not np.isfinite(loss):
+        raise FloatingPointError(f'the training loss is {loss} at step {step}')
+      values = [('loss', loss), ('acc', window['correct'] / window['examples']),
+                ('ex/s', ex_per_s)]
+
+      if step % c.summary_every == 0 or step == c.steps:
+        self.summaries.scalars(self.summaries.train, {
+            'loss': loss,
+            'accuracy': window['correct'] / window['examples'],
+            'learning_rate': float(
+                keras.ops.convert_to_numpy(self.optimizer.learning_rate)),
+            'examples_per_second': ex_per_s,
+            'grad_norm': window['grad_norm'] / window_steps,
+            'clipped_grad_norm': window['clipped_grad_norm'] / window_steps,
+            'clipped_fraction': window['clipped_fraction'] / window_steps,
+        }, step)
+        window = dict.fromkeys(window, 0.0)
+        window_steps, window_seconds = 0, 0.0
+
+      if step % c.eval_every == 0 or step == c.steps:
+        val = self._validate(step)
+        last_eval_step = step
+        values.append(('val_acc', val['accuracy']))
+      if step % c.checkpoint_every == 0 or step == c.steps:
+        self.ckpts.save(step)
+      progbar.update(step, values=values)
+
+    if last_eval_step is None:  # resumed at the end: nothing left to train
+      val = self._validate(step)
+    best_path = self.ckpts.restore_best_weights()
+    test = self.evaluate(self.splits.test)
+    logging.info('Test (best checkpoint %s): %s', best_path, test)
+    if train_seconds == 0 and first_loop:  # only the first loop ran
+      train_seconds, train_examples = first_loop
+    steps_run = step - start_step
+    return {
+        'test_accuracy': test['accuracy'],
+        'test_loss': test['loss'],
+        'best_val_accuracy': float(self.ckpts.best_val_accuracy.numpy()),
+        'best_step': int(self.ckpts.best_step.numpy()),
+        'final_val_accuracy': val['accuracy'],
+        'global_step': step,
+        'steps_this_run': steps_run,
+        'train_examples_per_second': (train_examples / train_seconds
+                                      if train_seconds else None),
+        'wall_seconds': time.time() - wall_start,
+        'replicas': self.strategy.num_replicas_in_sync,
+        'data_source': self.splits.source,
+    }
+
+  def _validate(self, step):
+    val = self.evaluate(self.splits.validation)
+    self.summaries.scalars(self.summaries.validation, val, step)
+    improved = self.ckpts.record_validation(step, val['accuracy'])
+    logging.info('step %d validation: loss %.4f accuracy %.4f%s', step,
+                 val['loss'], val['accuracy'], ' (best)' if improved else '')
+    return val
