@@ -8,6 +8,7 @@ no GPU on our CI, so the kernel itself has not been run by our tests.
 """
 
 import dataclasses
+import importlib
 
 import gin
 import keras
@@ -112,6 +113,12 @@ def _rnn_layer(config, index, seed, return_sequences):
   return keras.layers.LSTM(unit_forget_bias=True, **kwargs)
 
 
+def keras_tf_rnn():
+  """Keras' TensorFlow-backend RNN module (its package re-exports a function
+  of the same name, so `from ... import rnn` would give the function)."""
+  return importlib.import_module('keras.src.backend.tensorflow.rnn')
+
+
 def recurrent_layers(model: keras.Model):
   return [l for l in model.layers if isinstance(l, keras.layers.RNN)]
 
@@ -123,8 +130,8 @@ def cudnn_eligible(layer) -> bool:
   `cudnn_ok` combines with "is a GPU available"), plus the layer-level
   conditions Keras checks before calling them.
   """
-  # pylint: disable=g-import-not-at-top,protected-access
-  from keras.src.backend.tensorflow import rnn as tf_rnn
+  # pylint: disable=protected-access
+  tf_rnn = keras_tf_rnn()
   if isinstance(layer, keras.layers.GRU):
     args_ok = tf_rnn._do_gru_arguments_support_cudnn(
         activation=layer.cell.activation,

@@ -1,0 +1,55 @@
+"""Shared fixtures: the real MNIST files and a way to run the real CLI.
+
+Tests read MNIST from ../shared/data/mnist beside the repository (as CI has
+it), or from $SEQMNIST_MNIST_DIR. Its absence is a failure, not a skip.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MNIST_DIR = os.environ.get(
+    'SEQMNIST_MNIST_DIR',
+    os.path.join(os.path.dirname(REPO), 'shared', 'data', 'mnist'))
+IDX_NAMES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte',
+             't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')
+
+# A fast configuration for end-to-end runs: the row task, a small GRU.
+FAST = ('Model.units=16', 'Trainer.steps_per_loop=10',
+        'Trainer.summary_every=10', 'Data.eval_batch_size=1000')
+
+
+@pytest.fixture(scope='session')
+def mnist_dir():
+  missing = [n for n in IDX_NAMES
+             if not os.path.exists(os.path.join(MNIST_DIR, n + '.gz'))]
+  if missing:
+    pytest.fail(f'real MNIST not found in {MNIST_DIR} (missing {missing}); '
+                'tests need ../shared/data/mnist or $SEQMNIST_MNIST_DIR')
+  return MNIST_DIR
+
+
+@pytest.fixture
+def mnist_copy(mnist_dir, tmp_path):
+  """A writable copy of the four IDX files, to corrupt."""
+  copy = tmp_path / 'mnist'
+  copy.mkdir()
+  for name in IDX_NAMES:
+    shutil.copy(os.path.join(mnist_dir, name + '.gz'), copy / (name + '.gz'))
+  return copy
+
+
+def gin_params(*params):
+  return [f'--gin_param={p}' for p in params]
+
+
+def run_cli(*args, timeout=600):
+  """Runs `python -m seqmnist.main ARGS` in a subprocess; returns the result."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  return subprocess.run([sys.executable, '-m', 'seqmnist.main', *args],
+                        capture_output=True, text=True, timeout=timeout,
+                        env=env, cwd=REPO, check=False)

@@ -1,0 +1,216 @@
+"""Data: real MNIST from IDX files, the split, sequence orders, pipelines."""
+
+import gzip
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from seqmnist import data
+from seqmnist import idx
+from seqmnist.errors import ConfigError, DataError
+
+
+@pytest.fixture(scope='module')
+def splits(mnist_dir):
+  return data.load(data.DataConfig(), mnist_dir)
+
+
+def test_split_sizes_and_content(splits):
+  assert (len(splits.train), len(splits.validation), len(splits.test)) == (
+      55000, 5000, 10000)
+  assert splits.train.images.shape == (55000, 28, 28)
+  assert splits.train.images.dtype == np.uint8
+  assert splits.test.labels.dtype == np.int32
+  # All ten classes in every split, in MNIST's published proportions.
+  counts = np.bincount(np.concatenate([splits.train.labels,
+                                       splits.validation.labels]))
+  np.testing.assert_array_equal(
+      counts, [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
+
+
+def test_split_is_fixed_and_disjoint(splits, mnist_dir):
+  again = data.load(data.DataConfig(batch_size=64), mnist_dir)
+  np.testing.assert_array_equal(again.validation.images,
+                                splits.validation.images)
+  train = {img.tobytes() for img in splits.train.images[:3000]}
+  val = {img.tobytes() for img in splits.validation.images}
+  assert not train & val
+
+
+def test_row_and_pixel_orders(splits):
+  images = splits.train.images[:4]
+  expected = (images.astype(np.float32) / 255 - 0.1307) / 0.3081
+  row = data.to_sequences(tf.constant(images), data.DataConfig(order='row'))
+  pixel = data.to_sequences(tf.constant(images),
+                            data.DataConfig(order='pixel'))
+  assert row.shape == (4, 28, 28)
+  assert pixel.shape == (4, 784, 1)
+  np.testing.assert_allclose(row.numpy(), expected, rtol=1e-6, atol=1e-6)
+  # Pixel order is row-major: step 28*r + c is pixel (r, c).
+  np.testing.assert_allclose(pixel.numpy()[:, :, 0],
+                             expected.reshape(4, 784), rtol=1e-6, atol=1e-6)
+
+
+def test_normalisation_gives_zero_mean_unit_std(splits):
+  x = data.to_sequences(tf.constant(splits.train.images[:20000]),
+                        data.DataConfig(order='pixel')).numpy()
+  assert abs(x.mean()) < 0.01
+  assert abs(x.std() - 1) < 0.01
+
+
+def test_permutation_is_the_articles_seed_100_and_stable(splits):
+  config = data.DataConfig(order='permuted')
+  np.random.seed(100)  # the source article's own code
+  article = np.random.permutation(784)
+  np.testing.assert_array_equal(data.permutation(config), article)
+  images = tf.constant(splits.test.images[:3])
+  permuted = data.to_sequences(images, config).numpy()
+  pixel = data.to_sequences(images, data.DataConfig(order='pixel')).numpy()
+  np.testing.assert_array_equal(permuted, pixel[:, article])
+  np.testing.assert_array_equal(permuted,
+                                data.to_sequences(images, config).numpy())
+  other = data.permutation(data.DataConfig(order='permuted',
+                                           permutation_seed=101))
+  assert not np.array_equal(other, article)
+
+
+def _batches(dataset, n):
+  return [tuple(t.numpy() for t in b) for b in dataset.take(n)]
+
+
+def test_train_order_is_a_function_of_seed_and_step(splits):
+  config = data.DataConfig(batch_size=256)
+  split = data.Split(splits.train.images[:1000], splits.train.labels[:1000])
+  from_zero = _batches(data.train_dataset(split, config, seed=3,
+                                          start_step=0), 10)
+  assert from_zero[0][0].shape == (256, 28, 28)
+  # Resuming at step 6 (past an epoch boundary: 1000 / 256 < 4) sees exactly
+  # the batches an uninterrupted run sees at steps 6..9.
+  resumed = _batches(data.train_dataset(split, config, seed=3,
+                                        start_step=6), 4)
+  for a, b in zip(from_zero[6:], resumed):
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a[0], b[0])
+  other_seed = _batches(data.train_dataset(split, config, seed=4,
+                                           start_step=0), 1)
+  assert not np.array_equal(other_seed[0][1], from_zero[0][1])
+  # Every example once per epoch: the first 3 full batches have no repeats.
+  first_epoch = np.concatenate([b[0].reshape(256, -1) for b in from_zero[:3]])
+  assert len({r.tobytes() for r in first_epoch}) == len(first_epoch)
+
+
+def test_input_pipelines_split_the_same_global_batch(splits):
+  config = data.DataConfig(batch_size=8)
+  split = data.Split(splits.train.images[:100], splits.train.labels[:100])
+  whole = _batches(data.train_dataset(split, config, seed=1, start_step=0),
+                   3)
+  shards = []
+  for pipeline in range(2):
+    ctx = tf.distribute.InputContext(num_input_pipelines=2,
+                                     input_pipeline_id=pipeline,
+                                     num_replicas_in_sync=4)
+    # 2 local replicas per pipeline: consecutive per-replica batches of 2.
+    shards.append(_batches(data.train_dataset(split, config, seed=1,
+                                              start_step=0,
+                                              input_context=ctx), 6))
+  for step in range(3):
+    parts = [shards[p][2 * step + r][1] for p in range(2) for r in range(2)]
+    assert all(len(p) == 2 for p in parts)
+    np.testing.assert_array_equal(np.concatenate(parts), whole[step][1])
+
+
+def test_batch_that_does_not_divide_over_replicas_is_an_error(splits):
+  ctx = tf.distribute.InputContext(num_replicas_in_sync=3)
+  with pytest.raises(ConfigError, match='global batch 8 does not divide'):
+    data.train_dataset(splits.validation, data.DataConfig(batch_size=8),
+                       seed=0, start_step=0, input_context=ctx)
+
+
+def test_eval_pass_covers_every_example_once(splits):
+  config = data.DataConfig(eval_batch_size=300)
+  split = data.Split(splits.test.images[:1000], splits.test.labels[:1000])
+  batches = _batches(data.eval_dataset(split, config), 100)
+  assert len(batches) == data.eval_steps(split, config) == 4
+  weights = np.concatenate([b[2] for b in batches])
+  labels = np.concatenate([b[1] for b in batches])
+  assert weights.sum() == 1000
+  np.testing.assert_array_equal(labels[weights == 1], split.labels)
+
+
+# Bad input -------------------------------------------------------------
+
+
+def _rewrite(path, transform):
+  with gzip.open(path, 'rb') as f:
+    content = f.read()
+  with gzip.open(path, 'wb') as f:
+    f.write(transform(content))
+
+
+def test_checksum_mismatch_names_the_file(mnist_copy):
+  path = mnist_copy / 'train-labels-idx1-ubyte.gz'
+  # A valid IDX file (labels still 0..9) whose content is not MNIST's.
+  _rewrite(path, lambda c: c[:8] + bytes([(c[8] + 1) % 10]) + c[9:])
+  with pytest.raises(DataError, match='train-labels-idx1-ubyte.gz fails its '
+                     'checksum'):
+    data.load(data.DataConfig(), str(mnist_copy))
+
+
+def test_truncated_file_names_the_file(mnist_copy):
+  path = mnist_copy / 't10k-images-idx3-ubyte.gz'
+  _rewrite(path, lambda c: c[:-100])
+  with pytest.raises(DataError,
+                     match='t10k-images-idx3-ubyte.gz is truncated'):
+    data.load(data.DataConfig(), str(mnist_copy))
+
+
+def test_wrong_magic_number_names_the_file(mnist_copy):
+  path = mnist_copy / 'train-images-idx3-ubyte.gz'
+  _rewrite(path, lambda c: b'\x00\x00\x08\x01' + c[4:])
+  with pytest.raises(DataError, match='train-images-idx3-ubyte.gz has a '
+                     'wrong magic number 0x00000801'):
+    data.load(data.DataConfig(), str(mnist_copy))
+
+
+def test_labels_out_of_range_name_the_file(mnist_copy):
+  path = mnist_copy / 't10k-labels-idx1-ubyte.gz'
+  _rewrite(path, lambda c: c[:20] + b'\x0c' + c[21:])
+  # A dataset without published checksums is still checked for its labels.
+  with pytest.raises(DataError, match='t10k-labels-idx1-ubyte.gz has label '
+                     '12; labels must be in 0..9'):
+    data.load(data.DataConfig(dataset='kmnist'), str(mnist_copy))
+
+
+def test_missing_file_is_named(mnist_copy):
+  os.remove(mnist_copy / 't10k-labels-idx1-ubyte.gz')
+  with pytest.raises(DataError, match='lacks t10k-labels-idx1-ubyte'):
+    data.load(data.DataConfig(), str(mnist_copy))
+
+
+def test_uncompressed_files_are_read_and_verified(mnist_copy):
+  for name in ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'):
+    with gzip.open(mnist_copy / (name + '.gz'), 'rb') as f:
+      (mnist_copy / name).write_bytes(f.read())
+    os.remove(mnist_copy / (name + '.gz'))
+  loaded = data.load(data.DataConfig(), str(mnist_copy))
+  assert len(loaded.train) == 55000
+  assert idx.find(str(mnist_copy), 'train-images-idx3-ubyte').endswith('ubyte')
+
+
+def test_batch_larger_than_split(mnist_dir):
+  with pytest.raises(ConfigError, match=r'Data.batch_size=60000 is larger '
+                     r'than the training split \(55000 images\)'):
+    data.load(data.DataConfig(batch_size=60000), mnist_dir)
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(order='diagonal'), "Data.order='diagonal' is not one of"),
+    (dict(batch_size=0), 'Data.batch_size=0 must be an integer >= 1'),
+    (dict(batch_size=12.5), 'Data.batch_size=12.5 must be an integer'),
+    (dict(validation_size=-1), 'Data.validation_size=-1'),
+])
+def test_bad_data_config(kwargs, message):
+  with pytest.raises(ConfigError, match=message):
+    data.DataConfig(**kwargs)
