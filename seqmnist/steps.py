@@ -99,7 +99,9 @@ def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model,
 
   def write_histograms(grads, clipped):
     step = optimizer.iterations
-    with tf.summary.record_if(
+    # name_scope(None): inside the tf.range loop every tag would otherwise be
+    # prefixed with 'while/'.
+    with tf.compat.v1.name_scope(None), tf.summary.record_if(
         tf.equal(step % options.histogram_every, 0)):
       for v, g, c in zip(variables, grads, clipped):
         g = strategy.experimental_local_results(g)[0]

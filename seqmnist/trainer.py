@@ -232,7 +232,8 @@ class _Loop:
     while step < c.steps:
       num = self._next_stop(step) - step
       t0 = time.time()
-      sums = self.train_loop(iterator, tf.constant(num, tf.int32))
+      with self.summaries.train.as_default():  # for gradient histograms
+        sums = self.train_loop(iterator, tf.constant(num, tf.int32))
       sums = {k: float(v.numpy()) for k, v in sums.items()}
       seconds = time.time() - t0
       step += num

@@ -1,0 +1,105 @@
+"""Gin: shipped files parse, overrides reach their objects, bad names fail."""
+
+import os
+
+import gin
+import pytest
+
+from seqmnist import config
+from seqmnist import data
+from seqmnist import distribute
+from seqmnist import models
+from seqmnist import trainer
+from seqmnist.errors import ConfigError
+
+SHIPPED = sorted(f for f in os.listdir(config.gin_dir())
+                 if f.endswith('.gin') and f != 'base.gin')
+
+
+@pytest.fixture(autouse=True)
+def _clear_gin():
+  yield
+  gin.clear_config()
+
+
+def _build_all():
+  return (data.DataConfig(), models.ModelConfig(), trainer.TrainerConfig(),
+          distribute.DistributeConfig())
+
+
+def test_row_pixel_permuted_are_shipped():
+  assert {'row.gin', 'pixel.gin', 'permuted.gin'} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize('name', SHIPPED)
+def test_each_shipped_gin_file_parses_and_builds(name):
+  config.parse([name], [])
+  data_config, model_config, trainer_config, _ = _build_all()
+  assert data_config.order in data.ORDERS
+  assert model_config.units >= 1
+  assert trainer_config.steps >= 1
+
+
+def test_orders_of_the_task_files():
+  for name, order in (('row.gin', 'row'), ('pixel.gin', 'pixel'),
+                      ('permuted.gin', 'permuted')):
+    config.parse([name], [])
+    assert data.DataConfig().order == order
+
+
+def test_gin_param_reaches_its_object():
+  config.parse(['pixel.gin'], ['Trainer.steps = 7', "Model.cell = 'lstm'",
+                               'Data.batch_size = 32', 'UNITS = 64'])
+  data_config, model_config, trainer_config, _ = _build_all()
+  assert trainer_config.steps == 7
+  assert model_config.cell == 'lstm'
+  assert model_config.units == 64  # through the macro
+  assert data_config.batch_size == 32
+  assert data_config.order == 'pixel'
+
+
+def test_a_path_and_a_bare_name_are_the_same_file():
+  path = os.path.join(config.gin_dir(), 'row.gin')
+  assert config.resolve('row.gin') == path
+  assert config.resolve(path) == path
+
+
+def test_later_files_override_earlier_ones(tmp_path):
+  extra = tmp_path / 'short.gin'
+  extra.write_text('Trainer.steps = 3\n')
+  config.parse(['row.gin', str(extra)], [])
+  assert trainer.TrainerConfig().steps == 3
+
+
+def test_unknown_name_fails_naming_it():
+  with pytest.raises(ConfigError,
+                     match="'Trainer' doesn't have a parameter named 'stepz'"):
+    config.parse(['row.gin'], ['Trainer.stepz = 5'])
+  with pytest.raises(ConfigError, match='Nonsense'):
+    config.parse(['row.gin'], ['Nonsense.steps = 5'])
+
+
+def test_missing_gin_file():
+  with pytest.raises(ConfigError, match='--gin_file=nope.gin not found'):
+    config.parse(['nope.gin'], [])
+
+
+def test_config_is_finalized():
+  config.parse(['row.gin'], [])
+  with pytest.raises(RuntimeError):
+    gin.bind_parameter('Trainer.steps', 5)
+
+
+@pytest.mark.parametrize('binding, message', [
+    ("Data.order = 'diagonal'", "Data.order='diagonal' is not one of"),
+    ('Model.units = 0', 'Model.units=0 must be an integer >= 1'),
+    ("Trainer.optimizer = 'adagrad'", "Trainer.optimizer='adagrad'"),
+    ('Trainer.learning_rate = -1.0', 'Trainer.learning_rate=-1.0'),
+    ('Trainer.clip_norm = -2', 'Trainer.clip_norm=-2'),
+    ('Trainer.steps = 0', 'Trainer.steps=0 must be an integer >= 1'),
+    ("Distribute.strategy = 'tpu'", "Distribute.strategy='tpu'"),
+])
+def test_wrong_values_fail_naming_the_binding(binding, message):
+  config.parse(['row.gin'], [binding])
+  with pytest.raises(ConfigError, match=message):
+    _build_all()
