@@ -233,6 +233,16 @@ def to_sequences(images: tf.Tensor, config: DataConfig) -> tf.Tensor:
   return x
 
 
+def check_batches(config: DataConfig, num_replicas: int) -> None:
+  """Raises ConfigError unless both global batches divide over the replicas."""
+  for name in ('batch_size', 'eval_batch_size'):
+    value = getattr(config, name)
+    if value % num_replicas:
+      raise ConfigError(
+          f'Data.{name}={value} does not divide over {num_replicas} replicas; '
+          f'use a multiple of {num_replicas} (it is the global batch)')
+
+
 def _per_replica_batches(global_batches: tf.data.Dataset, global_batch: int,
                          ctx: tf.distribute.InputContext) -> tf.data.Dataset:
   """Turns global batches into this pipeline's per-replica batches.

@@ -1,17 +1,28 @@
 """Which `tf.distribute.Strategy` runs the job, and who is the chief.
 
-Everything else receives a strategy and never asks how it was chosen.
+Everything else receives a strategy and never asks how it was chosen. The
+cluster itself (TF_CONFIG, Slurm, Kubernetes) is read in `cluster.py`.
 """
 
 import dataclasses
+import os
+from typing import Mapping
 
 from absl import logging
 import gin
 import tensorflow as tf
 
+from seqmnist import cluster
 from seqmnist.errors import ConfigError
 
-STRATEGIES = ('auto', 'default', 'one_device', 'mirrored')
+# strategy -> the all-reduce implementations it accepts ('auto' = TF's choice)
+ALL_REDUCE = {
+    'auto': ('auto',),
+    'default': ('auto',),
+    'one_device': ('auto',),
+    'mirrored': ('auto', 'nccl', 'hierarchical_copy'),
+    'multi_worker_mirrored': ('auto', 'ring', 'nccl'),
+}
 
 
 @gin.configurable('Distribute')
@@ -20,43 +31,151 @@ class DistributeConfig:
   """How replicas are laid out.
 
   Attributes:
-    strategy: 'auto' picks 'mirrored' when more than one GPU is visible and
-      'one_device' otherwise; or name one of the others explicitly.
+    strategy: 'auto' picks 'multi_worker_mirrored' when a cluster is described
+      (TF_CONFIG, a Slurm job step, a Kubernetes Indexed Job), 'mirrored'
+      when more than one GPU is visible, and 'one_device' otherwise; or name
+      'default', 'one_device', 'mirrored' or 'multi_worker_mirrored'.
+    all_reduce: 'auto' (TensorFlow's choice); for 'mirrored' 'nccl' or
+      'hierarchical_copy'; for 'multi_worker_mirrored' 'ring' or 'nccl'.
+    logical_cpus: split the CPU into this many logical devices, each a
+      replica of 'mirrored' when no GPU is visible (0 = don't split). For
+      trying and testing multi-replica behaviour on a CPU machine.
   """
   strategy: str = 'auto'
+  all_reduce: str = 'auto'
+  logical_cpus: int = 0
 
   def __post_init__(self):
-    if self.strategy not in STRATEGIES:
+    if self.strategy not in ALL_REDUCE:
       raise ConfigError(f'Distribute.strategy={self.strategy!r} is not one of '
-                        f'{", ".join(repr(s) for s in STRATEGIES)}')
+                        f'{", ".join(repr(s) for s in ALL_REDUCE)}')
+    known = sorted({a for values in ALL_REDUCE.values() for a in values})
+    if self.all_reduce not in known:
+      raise ConfigError(f'Distribute.all_reduce={self.all_reduce!r} is not '
+                        f'one of {", ".join(repr(a) for a in known)}')
+    if (isinstance(self.logical_cpus, bool) or
+        not isinstance(self.logical_cpus, int) or self.logical_cpus < 0):
+      raise ConfigError(f'Distribute.logical_cpus={self.logical_cpus!r} must '
+                        'be an integer >= 0')
 
 
-def make_strategy(config: DistributeConfig) -> tf.distribute.Strategy:
+def make_strategy(config: DistributeConfig,
+                  environ: Mapping[str, str] = os.environ
+                  ) -> tf.distribute.Strategy:
   """Builds the strategy; call before any other TensorFlow op runs."""
+  tf_config, cluster_why = cluster.discover(environ)
+  if config.logical_cpus:
+    cpu = tf.config.list_physical_devices('CPU')[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * config.logical_cpus)
+  # Physical, not logical: listing logical devices starts the TF runtime, and
+  # MultiWorkerMirroredStrategy must configure it first.
+  gpus = tf.config.list_physical_devices('GPU')
   name, why = config.strategy, 'set by Distribute.strategy'
-  gpus = tf.config.list_logical_devices('GPU')
   if name == 'auto':
-    if len(gpus) > 1:
+    if tf_config:
+      name, why = 'multi_worker_mirrored', cluster_why
+    elif len(gpus) > 1:
       name, why = 'mirrored', f'{len(gpus)} GPUs are visible'
     else:
-      name, why = 'one_device', f'{len(gpus)} GPU(s) visible, no cluster'
-  if name == 'default':
-    strategy = tf.distribute.get_strategy()
-  elif name == 'one_device':
-    device = gpus[0].name if gpus else '/cpu:0'
-    strategy = tf.distribute.OneDeviceStrategy(device)
-  else:
-    strategy = tf.distribute.MirroredStrategy()
-  logging.info('Strategy: %s (%s), %d replica(s).', name, why,
-               strategy.num_replicas_in_sync)
+      name, why = 'one_device', f'{len(gpus)} GPU(s) visible, {cluster_why}'
+  if config.all_reduce not in ALL_REDUCE[name]:
+    raise ConfigError(
+        f'Distribute.all_reduce={config.all_reduce!r} does not apply to the '
+        f'{name!r} strategy; use one of '
+        f'{", ".join(repr(a) for a in ALL_REDUCE[name])}')
+  strategy = _BUILDERS[name](config, tf_config, bool(gpus))
+  logging.info('Strategy: %s (%s), %d replica(s), all-reduce %s.', name, why,
+               strategy.num_replicas_in_sync, config.all_reduce)
   return strategy
 
 
+def _default(config, tf_config, has_gpu):
+  del config, tf_config, has_gpu
+  return tf.distribute.get_strategy()
+
+
+def _one_device(config, tf_config, has_gpu):
+  del config, tf_config
+  return tf.distribute.OneDeviceStrategy('/gpu:0' if has_gpu else '/cpu:0')
+
+
+def _mirrored(config, tf_config, has_gpu):
+  del tf_config
+  kind = 'GPU' if has_gpu else 'CPU'
+  devices = [d.name for d in tf.config.list_logical_devices(kind)]
+  cross_device_ops = {
+      'auto': None,
+      'nccl': tf.distribute.NcclAllReduce,
+      'hierarchical_copy': tf.distribute.HierarchicalCopyAllReduce,
+  }[config.all_reduce]
+  if cross_device_ops is None and not has_gpu:
+    # TF's default for CPU replicas, said explicitly: NCCL needs GPUs.
+    cross_device_ops = tf.distribute.ReductionToOneDevice
+  return tf.distribute.MirroredStrategy(
+      devices=devices,
+      cross_device_ops=cross_device_ops() if cross_device_ops else None)
+
+
+def _multi_worker(config, tf_config, has_gpu):
+  del has_gpu
+  implementation = {
+      'auto': tf.distribute.experimental.CommunicationImplementation.AUTO,
+      'ring': tf.distribute.experimental.CommunicationImplementation.RING,
+      'nccl': tf.distribute.experimental.CommunicationImplementation.NCCL,
+  }[config.all_reduce]
+  resolver = None
+  if tf_config:
+    task = tf_config.get('task', {})
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(tf_config['cluster']),
+        task_type=task.get('type', 'worker'), task_id=task.get('index', 0),
+        rpc_layer='grpc')
+  return tf.distribute.MultiWorkerMirroredStrategy(
+      cluster_resolver=resolver,
+      communication_options=tf.distribute.experimental.CommunicationOptions(
+          implementation=implementation))
+
+
+_BUILDERS = {
+    'default': _default,
+    'one_device': _one_device,
+    'mirrored': _mirrored,
+    'multi_worker_mirrored': _multi_worker,
+}
+
+
+def worker_id(strategy: tf.distribute.Strategy) -> str:
+  """'worker-<i>' (or 'chief-0') in a cluster, 'local' otherwise."""
+  resolver = getattr(strategy, 'cluster_resolver', None)
+  if resolver is None or not resolver.cluster_spec().as_dict():
+    return 'local'
+  return f'{resolver.task_type}-{resolver.task_id}'
+
+
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
-  """True unless this process is a non-chief worker of a cluster."""
+  """True unless this process is a non-chief worker of a cluster.
+
+  The chief is the task of type 'chief', or worker 0 when there is none.
+  """
   resolver = getattr(strategy, 'cluster_resolver', None)
   if resolver is None or not resolver.cluster_spec().as_dict():
     return True
-  task_type, task_id = resolver.task_type, resolver.task_id
-  return task_type == 'chief' or (task_type == 'worker' and task_id == 0 and
-                                  'chief' not in resolver.cluster_spec().jobs)
+  jobs = resolver.cluster_spec().jobs
+  if 'chief' in jobs:
+    return resolver.task_type == 'chief'
+  return resolver.task_type == 'worker' and resolver.task_id == 0
+
+
+def barrier(strategy: tf.distribute.Strategy) -> None:
+  """Returns once every replica of every worker has called it.
+
+  A tiny all-reduce: used so that no worker reads what the chief writes
+  (e.g. the best checkpoint) before the chief has written it.
+  """
+  @tf.function
+  def all_reduce_one():
+    return strategy.reduce(tf.distribute.ReduceOp.SUM,
+                           strategy.run(lambda: tf.constant(1.0)), axis=None)
+
+  all_reduce_one()

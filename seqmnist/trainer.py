@@ -9,8 +9,11 @@ What a step computes lives in `steps.py`; data in `data.py`.
 """
 
 import dataclasses
+import hashlib
 import numbers
 import os
+import shutil
+import tempfile
 import time
 from typing import Any, Optional, Sequence
 
@@ -124,6 +127,7 @@ def train_and_evaluate(model_dir: str, data_dir: Optional[str]) -> dict:
   model_config = models.ModelConfig()
   config = TrainerConfig()
   rundir.check_writable(model_dir)
+  data.check_batches(data_config, strategy.num_replicas_in_sync)
   splits = data.load(data_config, data_dir)
   for name, split in (('validation', splits.validation),
                       ('test', splits.test)):
@@ -135,7 +139,20 @@ def train_and_evaluate(model_dir: str, data_dir: Optional[str]) -> dict:
   is_chief = distribute.is_chief(strategy)
   if is_chief:
     rundir.create(model_dir)
+    write_dir = None
+  else:  # every worker saves, but only the chief's checkpoints persist
+    write_dir = tempfile.mkdtemp(
+        prefix=f'seqmnist-{distribute.worker_id(strategy)}-')
+  try:
+    return _train_and_evaluate(strategy, data_config, model_config, config,
+                               splits, model_dir, is_chief, write_dir)
+  finally:
+    if write_dir:
+      shutil.rmtree(write_dir, ignore_errors=True)
 
+
+def _train_and_evaluate(strategy, data_config, model_config, config, splits,
+                        model_dir, is_chief, write_dir):
   with strategy.scope():
     model = models.build(model_config, data_config.sequence_shape,
                          data.NUM_CLASSES, seed=config.seed)
@@ -143,7 +160,7 @@ def train_and_evaluate(model_dir: str, data_dir: Optional[str]) -> dict:
     optimizer.build(model.trainable_variables)
     ckpts = checkpoints.RunCheckpoints(
         model_dir, model=model, optimizer=optimizer,
-        keep=config.checkpoints_to_keep)
+        keep=config.checkpoints_to_keep, write_dir=write_dir)
   restored = ckpts.restore_latest()
   step = int(optimizer.iterations.numpy())
   if restored:
@@ -168,6 +185,14 @@ def train_and_evaluate(model_dir: str, data_dir: Optional[str]) -> dict:
   if is_chief:
     rundir.write_json(results_path, results)
   return results
+
+
+def weights_fingerprint(model) -> str:
+  """SHA-256 of every weight's bytes: equal only for bit-identical models."""
+  digest = hashlib.sha256()
+  for weight in model.get_weights():
+    digest.update(np.ascontiguousarray(weight).tobytes())
+  return digest.hexdigest()[:16]
 
 
 class _Loop:
@@ -277,12 +302,16 @@ class _Loop:
 
     if last_eval_step is None:  # resumed at the end: nothing left to train
       val = self._validate(step)
+    distribute.barrier(self.strategy)  # the chief's best/ is written
     best_path = self.ckpts.restore_best_weights()
     test = self.evaluate(self.splits.test)
     logging.info('Test (best checkpoint %s): %s', best_path, test)
     if train_seconds == 0 and first_loop:  # only the first loop ran
       train_seconds, train_examples = first_loop
     steps_run = step - start_step
+    fingerprint = weights_fingerprint(self.model)
+    logging.info('Weights fingerprint (the same on every worker): %s',
+                 fingerprint)
     return {
         'test_accuracy': test['accuracy'],
         'test_loss': test['loss'],
@@ -296,6 +325,7 @@ class _Loop:
         'wall_seconds': time.time() - wall_start,
         'replicas': self.strategy.num_replicas_in_sync,
         'data_source': self.splits.source,
+        'weights_fingerprint': fingerprint,
     }
 
   def _validate(self, step):

@@ -1,0 +1,132 @@
+"""Cluster discovery: the one place that reads TF_CONFIG, Slurm and Kubernetes.
+
+`discover(environ)` returns the TF_CONFIG dict describing this process's
+cluster, or None on a single machine, and says where it came from:
+
+  * TF_CONFIG already set (by `launch/local_cluster.sh`, Kubeflow's TFJob, or
+    the user): used as is.
+  * A Slurm job *step* (the program runs under `srun`): built from
+    SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_STEP_NODELIST and
+    SLURM_STEP_TASKS_PER_NODE, one port per task on a node (SEQMNIST_PORT,
+    default 8888, + SLURM_LOCALID). We do not use TF's SlurmClusterResolver:
+    on CPU-only nodes it calls `nvidia-smi` or fails on `gpus_per_node=0`,
+    it rewrites CUDA_VISIBLE_DEVICES (Slurm's own GPU binding already did
+    that right), and it sorts hosts as strings (node10 before node9), which
+    can pair a task with another task's address. Here tasks are mapped to
+    hosts in Slurm's own order, as srun assigns them.
+  * A Kubernetes Indexed Job: JOB_COMPLETION_INDEX plus SEQMNIST_WORKERS
+    (= completions), SEQMNIST_JOB and SEQMNIST_SERVICE (the headless Service):
+    worker i is `<job>-<i>.<service>:<port>`, the DNS name the Service gives
+    pod `<job>-<i>` (SEQMNIST_ADDRESS_TEMPLATE overrides that pattern).
+"""
+
+import json
+import os
+from typing import Mapping, Optional, Tuple
+
+from seqmnist.errors import ConfigError
+
+DEFAULT_PORT = 8888
+K8S_ADDRESS_TEMPLATE = '{job}-{index}.{service}:{port}'
+
+
+def discover(environ: Mapping[str, str] = os.environ
+             ) -> Tuple[Optional[dict], str]:
+  """Returns (TF_CONFIG dict or None, a sentence saying where it came from)."""
+  if environ.get('TF_CONFIG'):
+    try:
+      tf_config = json.loads(environ['TF_CONFIG'])
+    except json.JSONDecodeError as e:
+      raise ConfigError(f'TF_CONFIG is not valid JSON: {e}') from e
+    if tf_config.get('cluster'):
+      return tf_config, 'TF_CONFIG is set'
+  if 'SLURM_STEP_NUM_TASKS' in environ and 'SLURM_PROCID' in environ:
+    tf_config = slurm_tf_config(environ)
+    if tf_config:
+      return tf_config, (f'a Slurm job step of '
+                         f'{environ["SLURM_STEP_NUM_TASKS"]} tasks')
+  if 'JOB_COMPLETION_INDEX' in environ and 'SEQMNIST_WORKERS' in environ:
+    return kubernetes_tf_config(environ), (
+        f'a Kubernetes Indexed Job of {environ["SEQMNIST_WORKERS"]} pods')
+  return None, 'no cluster is described'
+
+
+def _port(environ) -> int:
+  value = environ.get('SEQMNIST_PORT', str(DEFAULT_PORT))
+  if not value.isdigit() or not 0 < int(value) < 65536:
+    raise ConfigError(f'SEQMNIST_PORT={value!r} must be a port number')
+  return int(value)
+
+
+def expand_hostlist(hostlist: str):
+  """'node[09-10],gpu3' -> ['node09', 'node10', 'gpu3'], in Slurm's order."""
+  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.distribute.cluster_resolver import slurm_cluster_resolver
+  return slurm_cluster_resolver.expand_hostlist(hostlist)
+
+
+def expand_tasks_per_node(spec: str):
+  """'2(x3),1' -> [2, 2, 2, 1]."""
+  counts = []
+  for part in spec.split(','):
+    if '(x' in part:
+      count, repeat = part.rstrip(')').split('(x')
+      counts.extend([int(count)] * int(repeat))
+    else:
+      counts.append(int(part))
+  return counts
+
+
+def slurm_tf_config(environ: Mapping[str, str]) -> Optional[dict]:
+  """TF_CONFIG of this `srun` task, or None for a one-task step."""
+  num_tasks = int(environ['SLURM_STEP_NUM_TASKS'])
+  if num_tasks < 2:
+    return None
+  hosts = expand_hostlist(environ['SLURM_STEP_NODELIST'])
+  per_node = expand_tasks_per_node(environ['SLURM_STEP_TASKS_PER_NODE'])
+  if len(hosts) != len(per_node) or sum(per_node) != num_tasks:
+    raise ConfigError(
+        f'Slurm step variables disagree: SLURM_STEP_NODELIST gives '
+        f'{len(hosts)} nodes, SLURM_STEP_TASKS_PER_NODE '
+        f'{environ["SLURM_STEP_TASKS_PER_NODE"]!r}, SLURM_STEP_NUM_TASKS '
+        f'{num_tasks}')
+  port = _port(environ)
+  workers = [f'{host}:{port + local}'
+             for host, count in zip(hosts, per_node) for local in range(count)]
+  return {'cluster': {'worker': workers},
+          'task': {'type': 'worker', 'index': int(environ['SLURM_PROCID'])}}
+
+
+def kubernetes_tf_config(environ: Mapping[str, str]) -> dict:
+  """TF_CONFIG of this pod of an Indexed Job behind a headless Service."""
+  try:
+    workers = int(environ['SEQMNIST_WORKERS'])
+    index = int(environ['JOB_COMPLETION_INDEX'])
+  except ValueError as e:
+    raise ConfigError(
+        f'SEQMNIST_WORKERS={environ["SEQMNIST_WORKERS"]!r} and '
+        f'JOB_COMPLETION_INDEX={environ["JOB_COMPLETION_INDEX"]!r} must be '
+        'integers') from e
+  if not 0 <= index < workers:
+    raise ConfigError(f'JOB_COMPLETION_INDEX={index} is outside 0..'
+                      f'{workers - 1} (SEQMNIST_WORKERS={workers})')
+  template = environ.get('SEQMNIST_ADDRESS_TEMPLATE', K8S_ADDRESS_TEMPLATE)
+  fields = dict(job=environ.get('SEQMNIST_JOB', ''),
+                service=environ.get('SEQMNIST_SERVICE', ''),
+                port=_port(environ))
+  if '{job}' in template and not (fields['job'] and fields['service']):
+    raise ConfigError('a Kubernetes Indexed Job needs SEQMNIST_JOB and '
+                      'SEQMNIST_SERVICE (the headless Service) to be set')
+  addresses = [template.format(index=i, **fields) for i in range(workers)]
+  return {'cluster': {'worker': addresses},
+          'task': {'type': 'worker', 'index': index}}
+
+
+def main():
+  """`python -m seqmnist.cluster`: prints the TF_CONFIG this process gets."""
+  tf_config, why = discover()
+  print(json.dumps({'tf_config': tf_config, 'source': why}))
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,116 @@
+"""Distribution on the CPU: real strategies, real worker processes.
+
+  * MirroredStrategy over 2 logical CPU devices vs one device: the same
+    weights after N steps at the same global batch, with clipping active.
+  * MultiWorkerMirroredStrategy: 2 worker processes on localhost through
+    launch/local_cluster.sh (TF_CONFIG, RING all-reduce).
+"""
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import FAST, REPO, gin_params, run_cli
+from test_main import _assert_clean_failure, _results, _tags, _weights
+
+RUN_FILES = {'best', 'checkpoints', 'train', 'validation',
+             'operative_config.gin', 'results.json'}
+SHORT = (*FAST, 'Trainer.steps=20', 'Trainer.eval_every=20',
+         'Trainer.checkpoint_every=20')
+
+
+def test_mirrored_two_replicas_match_one_device(tmp_path, mnist_dir):
+  weights = {}
+  for strategy in ('one_device', 'mirrored'):
+    model_dir = tmp_path / strategy
+    # BatchNorm on (synchronised over replicas) and a clip norm small enough
+    # that every recurrent variable is clipped at every step.
+    result = run_cli(
+        '--gin_file=row.gin', f'--model_dir={model_dir}',
+        f'--data_dir={mnist_dir}',
+        *gin_params(*SHORT, 'Model.batch_norm=True', 'Trainer.clip_norm=0.05',
+                    f"Distribute.strategy='{strategy}'",
+                    'Distribute.logical_cpus=2'))
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected_replicas = 2 if strategy == 'mirrored' else 1
+    assert _results(model_dir)['replicas'] == expected_replicas
+    clipped = [float(tf.make_ndarray(e.tensor_proto)) for e in
+               _tags(model_dir / 'train').Tensors('clipped_fraction')]
+    assert min(clipped) > 0.5, clipped  # clipping really is active
+    weights[strategy] = _weights(
+        tf.train.latest_checkpoint(str(model_dir / 'checkpoints')))
+  one, two = weights['one_device'], weights['mirrored']
+  assert one.keys() == two.keys()
+  moved = 0
+  for name in one:
+    if one[name].dtype.kind == 'f':
+      np.testing.assert_allclose(two[name], one[name], rtol=0, atol=2e-6,
+                                 err_msg=name)
+      moved += 1
+  assert moved >= 7
+
+
+def test_batch_must_divide_over_replicas(tmp_path, mnist_dir):
+  model_dir = tmp_path / 'run'
+  result = run_cli('--gin_file=row.gin', f'--model_dir={model_dir}',
+                   f'--data_dir={mnist_dir}',
+                   *gin_params("Distribute.strategy='mirrored'",
+                               'Distribute.logical_cpus=2',
+                               'Data.batch_size=127'))
+  _assert_clean_failure(result, 'Data.batch_size=127 does not divide over 2 '
+                        'replicas')
+  assert not model_dir.exists()
+
+
+def _local_cluster(n, model_dir, data_dir, tmp_path, *params):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2',
+             LOG_DIR=str(tmp_path / 'logs'), TMPDIR=str(tmp_path / 'tmp'))
+  os.makedirs(env['TMPDIR'])
+  return subprocess.run(
+      ['bash', 'launch/local_cluster.sh', str(n), '--gin_file=row.gin',
+       f'--model_dir={model_dir}', f'--data_dir={data_dir}',
+       *gin_params(*params)],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+      check=False)
+
+
+def _log_lines(tmp_path, worker, marker):
+  text = (tmp_path / 'logs' / f'worker-{worker}.log').read_text()
+  return [line for line in text.splitlines() if marker in line]
+
+
+def test_two_local_workers(tmp_path, mnist_dir):
+  model_dir = tmp_path / 'run'
+  result = _local_cluster(2, model_dir, mnist_dir, tmp_path, *SHORT,
+                          'Distribute.all_reduce=\'ring\'')
+  assert result.returncode == 0, result.stdout + result.stderr
+  # Only the chief's files; the other worker's temporary saves are gone.
+  assert set(os.listdir(model_dir)) == RUN_FILES
+  assert not os.listdir(tmp_path / 'tmp')
+  results = _results(model_dir)
+  assert results['replicas'] == 2 and results['global_step'] == 20
+  assert 0.1 < results['test_accuracy'] <= 1
+  for worker in (0, 1):
+    assert _log_lines(tmp_path, worker,
+                      'Strategy: multi_worker_mirrored (TF_CONFIG is set)')
+  prints = [_log_lines(tmp_path, w, 'Weights fingerprint') for w in (0, 1)]
+  fingerprints = {lines[-1].split()[-1] for lines in prints}
+  assert fingerprints == {results['weights_fingerprint']}
+
+
+def test_a_failing_worker_fails_the_launcher(tmp_path, mnist_dir):
+  result = _local_cluster(2, tmp_path / 'run', mnist_dir, tmp_path,
+                          "Data.order='diagonal'")
+  assert result.returncode == 2
+  assert 'failed' in result.stderr
+
+
+def test_local_cluster_usage():
+  result = subprocess.run(['bash', 'launch/local_cluster.sh', 'two'],
+                          cwd=REPO, capture_output=True, text=True,
+                          check=False)
+  assert result.returncode == 2 and 'usage' in result.stderr
