@@ -17,7 +17,8 @@ cluster, or None on a single machine, and says where it came from:
   * A Kubernetes Indexed Job: JOB_COMPLETION_INDEX plus SEQMNIST_WORKERS
     (= completions), SEQMNIST_JOB and SEQMNIST_SERVICE (the headless Service):
     worker i is `<job>-<i>.<service>:<port>`, the DNS name the Service gives
-    pod `<job>-<i>` (SEQMNIST_ADDRESS_TEMPLATE overrides that pattern).
+    pod `<job>-<i>` (SEQMNIST_ADDRESS_TEMPLATE overrides that pattern; it
+    may use {job}, {service}, {index}, {port} and {local_port} = port+index).
 """
 
 import json
@@ -117,7 +118,10 @@ def kubernetes_tf_config(environ: Mapping[str, str]) -> dict:
   if '{job}' in template and not (fields['job'] and fields['service']):
     raise ConfigError('a Kubernetes Indexed Job needs SEQMNIST_JOB and '
                       'SEQMNIST_SERVICE (the headless Service) to be set')
-  addresses = [template.format(index=i, **fields) for i in range(workers)]
+  # {local_port} = port + index: for pods that share one address (a local
+  # test posing as pods), where each needs a port of its own.
+  addresses = [template.format(index=i, local_port=fields['port'] + i,
+                               **fields) for i in range(workers)]
   return {'cluster': {'worker': addresses},
           'task': {'type': 'worker', 'index': index}}
 

@@ -1,0 +1,117 @@
+"""Kubernetes launchers, without a cluster.
+
+  * every manifest in launch/k8s/ is a valid Kubernetes object, checked
+    offline against the Kubernetes 1.37 schemas by `kubernetes-validate`
+    (strict: unknown fields fail); TFJob is a CRD those schemas lack, so its
+    pod templates are checked as PodTemplates;
+  * the container entrypoint derives TF_CONFIG from the Indexed Job's
+    variables in 2 local processes posing as pods 0 and 1, which then train
+    together. Only the DNS names are replaced (SEQMNIST_ADDRESS_TEMPLATE),
+    because no Service gives these processes `seqmnist-<i>.<service>` names.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from conftest import FAST, REPO, gin_params
+from test_main import _results
+
+K8S = os.path.join(REPO, 'launch', 'k8s')
+VERSION = '1.37'
+
+
+def _documents(name):
+  with open(os.path.join(K8S, name)) as f:
+    return [d for d in yaml.safe_load_all(f) if d]
+
+
+@pytest.mark.parametrize('name', ['job.yaml', 'service.yaml'])
+def test_manifests_are_valid_kubernetes_objects(name):
+  for document in _documents(name):
+    kubernetes_validate.validate(document, VERSION, strict=True)
+
+
+def test_a_broken_manifest_is_rejected():
+  job = _documents('job.yaml')[0]
+  job['spec']['completions'] = 'two'
+  with pytest.raises(kubernetes_validate.ValidationError):
+    kubernetes_validate.validate(job, VERSION, strict=True)
+
+
+def test_indexed_job_matches_its_service():
+  job = _documents('job.yaml')[0]
+  service = _documents('service.yaml')[0]
+  spec = job['spec']
+  assert spec['completionMode'] == 'Indexed'
+  assert spec['template']['spec']['subdomain'] == service['metadata']['name']
+  assert service['spec']['clusterIP'] == 'None'
+  env = {e['name']: e['value']
+         for e in spec['template']['spec']['containers'][0]['env']}
+  assert int(env['SEQMNIST_WORKERS']) == spec['completions'] == spec[
+      'parallelism']
+  assert env['SEQMNIST_JOB'] == job['metadata']['name']
+  assert env['SEQMNIST_SERVICE'] == service['metadata']['name']
+  container = spec['template']['spec']['containers'][0]
+  assert 'nvidia.com/gpu' in container['resources']['limits']
+
+
+def test_tfjob_pod_templates_are_valid():
+  tfjob = _documents('tfjob.yaml')[0]
+  assert (tfjob['apiVersion'], tfjob['kind']) == ('kubeflow.org/v1', 'TFJob')
+  for replica in tfjob['spec']['tfReplicaSpecs'].values():
+    kubernetes_validate.validate(
+        {'apiVersion': 'v1', 'kind': 'PodTemplate',
+         'metadata': {'name': 'seqmnist'}, 'template': replica['template']},
+        VERSION, strict=True)
+
+
+def _two_free_ports():
+  """A port p with p+1 also free, both on loopback."""
+  for _ in range(50):
+    with socket.socket() as s:
+      s.bind(('127.0.0.1', 0))
+      port = s.getsockname()[1]
+    try:
+      with socket.socket() as s:
+        s.bind(('127.0.0.1', port + 1))
+      return port
+    except OSError:
+      continue
+  raise RuntimeError('no two consecutive free ports on loopback')
+
+
+def test_entrypoint_derives_tf_config_for_two_pods(tmp_path, mnist_dir):
+  model_dir = tmp_path / 'run'
+  port = _two_free_ports()
+  pods = []
+  for index in (0, 1):
+    env = dict(os.environ, PYTHON=sys.executable, TF_CPP_MIN_LOG_LEVEL='2',
+               JOB_COMPLETION_INDEX=str(index), SEQMNIST_WORKERS='2',
+               SEQMNIST_JOB='seqmnist', SEQMNIST_SERVICE='seqmnist-workers',
+               SEQMNIST_PORT=str(port),
+               SEQMNIST_ADDRESS_TEMPLATE='127.0.0.1:{local_port}')
+    env.pop('TF_CONFIG', None)
+    pods.append(subprocess.Popen(
+        ['bash', os.path.join(K8S, 'entrypoint.sh'), '--gin_file=row.gin',
+         f'--model_dir={model_dir}', f'--data_dir={mnist_dir}',
+         *gin_params(*FAST, 'Trainer.steps=20', 'Trainer.eval_every=20')],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True))
+  outputs = [pod.communicate(timeout=600)[0] for pod in pods]
+  for index, (pod, output) in enumerate(zip(pods, outputs)):
+    assert pod.returncode == 0, output[-3000:]
+    derived = json.loads(output.split('seqmnist entrypoint: ', 1)[1]
+                         .splitlines()[0])
+    assert derived['tf_config'] == {
+        'cluster': {'worker': [f'127.0.0.1:{port}', f'127.0.0.1:{port + 1}']},
+        'task': {'type': 'worker', 'index': index}}
+    assert derived['source'] == 'a Kubernetes Indexed Job of 2 pods'
+  results = _results(model_dir)
+  assert results['replicas'] == 2 and results['global_step'] == 20
