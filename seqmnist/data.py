@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from seqmnist import idx
-from seqmnist.errors import ConfigError, DataError
+from seqmnist.errors import ConfigError, DataError, check_int
 
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
@@ -80,20 +80,15 @@ class DataConfig:
     if self.order not in ORDERS:
       raise ConfigError(f'Data.order={self.order!r} is not one of '
                         f'{", ".join(repr(o) for o in ORDERS)}')
-    _check_int('Data.permutation_seed', self.permutation_seed, minimum=0)
-    _check_int('Data.validation_size', self.validation_size, minimum=1)
-    _check_int('Data.batch_size', self.batch_size, minimum=1)
-    _check_int('Data.eval_batch_size', self.eval_batch_size, minimum=1)
+    check_int('Data.permutation_seed', self.permutation_seed, minimum=0)
+    check_int('Data.validation_size', self.validation_size, minimum=1)
+    check_int('Data.batch_size', self.batch_size, minimum=1)
+    check_int('Data.eval_batch_size', self.eval_batch_size, minimum=1)
 
   @property
   def sequence_shape(self):
     """(time steps, features per step) of one example."""
     return ORDERS[self.order]
-
-
-def _check_int(name, value, minimum):
-  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-    raise ConfigError(f'{name}={value!r} must be an integer >= {minimum}')
 
 
 @dataclasses.dataclass(frozen=True)

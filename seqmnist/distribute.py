@@ -13,7 +13,7 @@ import gin
 import tensorflow as tf
 
 from seqmnist import cluster
-from seqmnist.errors import ConfigError
+from seqmnist.errors import ConfigError, check_int
 
 # strategy -> the all-reduce implementations it accepts ('auto' = TF's choice)
 ALL_REDUCE = {
@@ -53,10 +53,7 @@ class DistributeConfig:
     if self.all_reduce not in known:
       raise ConfigError(f'Distribute.all_reduce={self.all_reduce!r} is not '
                         f'one of {", ".join(repr(a) for a in known)}')
-    if (isinstance(self.logical_cpus, bool) or
-        not isinstance(self.logical_cpus, int) or self.logical_cpus < 0):
-      raise ConfigError(f'Distribute.logical_cpus={self.logical_cpus!r} must '
-                        'be an integer >= 0')
+    check_int('Distribute.logical_cpus', self.logical_cpus, minimum=0)
 
 
 def make_strategy(config: DistributeConfig,

@@ -16,3 +16,9 @@ class ConfigError(UserError):
 
 class DataError(UserError):
   """A data file is missing, truncated, corrupt or of the wrong shape."""
+
+
+def check_int(name: str, value, minimum: int) -> None:
+  """Raises ConfigError unless value is an int (not a bool) >= minimum."""
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise ConfigError(f'{name}={value!r} must be an integer >= {minimum}')

@@ -13,7 +13,7 @@ import importlib
 import gin
 import keras
 
-from seqmnist.errors import ConfigError
+from seqmnist.errors import ConfigError, check_int
 
 # Name of the Dense head; the default `Trainer.clip_exclude` matches it.
 HEAD_NAME = 'head'
@@ -51,9 +51,7 @@ class ModelConfig:
       raise ConfigError(f'Model.cell={self.cell!r} is not one of '
                         f'{", ".join(repr(c) for c in CELLS)}')
     for name in ('units', 'layers'):
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f'Model.{name}={value!r} must be an integer >= 1')
+      check_int(f'Model.{name}', getattr(self, name), minimum=1)
     if not isinstance(self.batch_norm, bool):
       raise ConfigError(
           f'Model.batch_norm={self.batch_norm!r} must be True or False')

@@ -31,7 +31,7 @@ from seqmnist import optimizers
 from seqmnist import rundir
 from seqmnist import steps as steps_lib
 from seqmnist import summaries as summaries_lib
-from seqmnist.errors import ConfigError
+from seqmnist.errors import ConfigError, check_int
 
 
 @gin.configurable('Trainer')
@@ -77,9 +77,9 @@ class TrainerConfig:
   def __post_init__(self):
     for name in ('steps', 'steps_per_loop', 'eval_every', 'checkpoint_every',
                  'summary_every', 'checkpoints_to_keep'):
-      _check_int(name, getattr(self, name), minimum=1)
-    _check_int('histogram_every', self.histogram_every, minimum=0)
-    _check_int('seed', self.seed, minimum=0)
+      check_int(f'Trainer.{name}', getattr(self, name), minimum=1)
+    check_int('Trainer.histogram_every', self.histogram_every, minimum=0)
+    check_int('Trainer.seed', self.seed, minimum=0)
     optimizers.check(self.optimizer, self.learning_rate)
     if (isinstance(self.clip_norm, bool) or
         not isinstance(self.clip_norm, numbers.Real) or self.clip_norm < 0):
@@ -92,12 +92,6 @@ class TrainerConfig:
     if not isinstance(self.deterministic, bool):
       raise ConfigError(f'Trainer.deterministic={self.deterministic!r} must '
                         'be True or False')
-
-
-def _check_int(name, value, minimum):
-  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-    raise ConfigError(f'Trainer.{name}={value!r} must be an integer >= '
-                      f'{minimum}')
 
 
 class _Progbar(keras.utils.Progbar):
