@@ -8,7 +8,7 @@ cluster, or None on a single machine, and says where it came from:
   * A Slurm job *step* (the program runs under `srun`): built from
     SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_STEP_NODELIST and
     SLURM_STEP_TASKS_PER_NODE, one port per task on a node (SEQMNIST_PORT,
-    default 8888, + SLURM_LOCALID). We do not use TF's SlurmClusterResolver:
+    default 8888, + the task's rank on its node). We do not use TF's SlurmClusterResolver:
     on CPU-only nodes it calls `nvidia-smi` or fails on `gpus_per_node=0`,
     it rewrites CUDA_VISIBLE_DEVICES (Slurm's own GPU binding already did
     that right), and it sorts hosts as strings (node10 before node9), which

@@ -232,10 +232,14 @@ def check_batches(config: DataConfig, num_replicas: int) -> None:
   """Raises ConfigError unless both global batches divide over the replicas."""
   for name in ('batch_size', 'eval_batch_size'):
     value = getattr(config, name)
-    if value % num_replicas:
-      raise ConfigError(
-          f'Data.{name}={value} does not divide over {num_replicas} replicas; '
-          f'use a multiple of {num_replicas} (it is the global batch)')
+    _check_divides(f'Data.{name}={value}', value, num_replicas)
+
+
+def _check_divides(label: str, global_batch: int, num_replicas: int) -> None:
+  if global_batch % num_replicas:
+    raise ConfigError(
+        f'{label} does not divide over {num_replicas} replicas; use a '
+        f'multiple of {num_replicas} (it is the global batch)')
 
 
 def _per_replica_batches(global_batches: tf.data.Dataset, global_batch: int,
@@ -247,11 +251,8 @@ def _per_replica_batches(global_batches: tf.data.Dataset, global_batch: int,
   consume consecutive elements. So the union over replicas of step k is
   global batch k, whatever the number of replicas and workers.
   """
-  if global_batch % ctx.num_replicas_in_sync:
-    raise ConfigError(
-        f'the global batch {global_batch} does not divide over '
-        f'{ctx.num_replicas_in_sync} replicas; use a multiple of '
-        f'{ctx.num_replicas_in_sync}')
+  _check_divides(f'the global batch {global_batch}', global_batch,
+                 ctx.num_replicas_in_sync)
   per_pipeline = global_batch // ctx.num_input_pipelines
   per_replica = global_batch // ctx.num_replicas_in_sync
   start = ctx.input_pipeline_id * per_pipeline

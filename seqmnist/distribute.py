@@ -142,10 +142,18 @@ _BUILDERS = {
 }
 
 
-def worker_id(strategy: tf.distribute.Strategy) -> str:
-  """'worker-<i>' (or 'chief-0') in a cluster, 'local' otherwise."""
+def _cluster_resolver(strategy):
+  """The strategy's cluster resolver if it describes a cluster, else None."""
   resolver = getattr(strategy, 'cluster_resolver', None)
   if resolver is None or not resolver.cluster_spec().as_dict():
+    return None
+  return resolver
+
+
+def worker_id(strategy: tf.distribute.Strategy) -> str:
+  """'worker-<i>' (or 'chief-0') in a cluster, 'local' otherwise."""
+  resolver = _cluster_resolver(strategy)
+  if resolver is None:
     return 'local'
   return f'{resolver.task_type}-{resolver.task_id}'
 
@@ -155,8 +163,8 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
   The chief is the task of type 'chief', or worker 0 when there is none.
   """
-  resolver = getattr(strategy, 'cluster_resolver', None)
-  if resolver is None or not resolver.cluster_spec().as_dict():
+  resolver = _cluster_resolver(strategy)
+  if resolver is None:
     return True
   jobs = resolver.cluster_spec().jobs
   if 'chief' in jobs:
