@@ -7,15 +7,29 @@
 Both hold the same `tf.train.Checkpoint`: the model, the optimizer (whose
 `iterations` is the global step) and the best-validation record, so a resumed
 run knows what it has to beat.
+
+Saves are atomic: TensorFlow writes a checkpoint's files under temporary
+names, then points the folder's `checkpoint` state file at it with an atomic
+rename, and deletes older checkpoints only after that. A process killed
+mid-save leaves the previous checkpoint current and loadable
+(tests/test_reliability.py kills one mid-save to check).
 """
 
 import os
 from typing import Optional
 
+from absl import logging
 import tensorflow as tf
+
+from seqmnist.errors import ConfigError
 
 CHECKPOINTS = 'checkpoints'
 BEST = 'best'
+
+
+def exist(model_dir: str) -> bool:
+  """True if model_dir holds a rolling checkpoint to resume from."""
+  return bool(tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINTS)))
 
 
 class RunCheckpoints:
@@ -50,11 +64,23 @@ class RunCheckpoints:
     """Restores the newest rolling checkpoint, if any; returns its path."""
     path = tf.train.latest_checkpoint(self._read_rolling_dir)
     if path:
-      self._checkpoint.restore(path).assert_existing_objects_matched()
+      try:
+        self._checkpoint.restore(path).assert_existing_objects_matched()
+      except (AssertionError, ValueError, tf.errors.OpError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+        raise ConfigError(f'checkpoint {path} does not match the configured '
+                          f'model and optimizer: {first}') from e
     return path
 
+  def latest_step(self) -> Optional[int]:
+    """The step of the newest rolling checkpoint in model_dir, or None."""
+    path = tf.train.latest_checkpoint(self._read_rolling_dir)
+    return int(path.rsplit('-', 1)[1]) if path else None
+
   def save(self, step: int) -> str:
-    return self._rolling.save(checkpoint_number=step)
+    path = self._rolling.save(checkpoint_number=step)
+    logging.info('Saved checkpoint %s', path)
+    return path
 
   def record_validation(self, step: int, accuracy: float) -> bool:
     """Saves a best checkpoint if `accuracy` beats the record; returns that."""

@@ -172,6 +172,29 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
   return resolver.task_type == 'worker' and resolver.task_id == 0
 
 
+def num_workers(strategy: tf.distribute.Strategy) -> int:
+  """How many processes (workers, chief included) take part in the strategy."""
+  resolver = _cluster_resolver(strategy)
+  if resolver is None:
+    return 1
+  spec = resolver.cluster_spec()
+  return sum(spec.num_tasks(job) for job in spec.jobs
+             if job in ('chief', 'worker'))
+
+
+def make_any_worker(strategy: tf.distribute.Strategy):
+  """Returns `any_worker(flag: bool) -> bool`: True if any worker's is True.
+
+  A collective: every worker must call it the same number of times.
+  """
+  @tf.function
+  def count(flag):
+    per_replica = strategy.run(lambda: tf.cast(flag, tf.float32))
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+  return lambda flag: bool(count(tf.constant(flag)).numpy() > 0)
+
+
 def barrier(strategy: tf.distribute.Strategy) -> None:
   """Returns once every replica of every worker has called it.
 

@@ -1,13 +1,27 @@
-"""The one exception type a user is meant to read.
+"""The exceptions a user is meant to read, and the exit code of each.
 
-Anything raised as `UserError` is a problem with the user's input (a gin value,
-a data file, a directory), not a bug: `main` prints its message as one line and
-exits non-zero, without a traceback.
+`main` prints any of them as one line (no traceback) and exits with its
+`exit_code`; the launchers act on these codes (README, "Reliability"):
+
+  2    bad input (UserError): a gin value, a data file, a directory, or a
+       resume whose config does not match the run's checkpoints;
+  3    training diverged (Diverged): fix the config; the last good
+       checkpoint is kept;
+  143  preempted (Preempted): SIGTERM received, a checkpoint was saved at a
+       step boundary; rerunning the same command resumes. 143 is also what a
+       process killed by SIGTERM reports (128 + 15), and what schedulers
+       already treat as retryable.
 """
+
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+EXIT_PREEMPTED = 143
 
 
 class UserError(Exception):
   """Bad input; the message names the bad value and what would be valid."""
+  exit_code = EXIT_BAD_INPUT
+  label = 'error'
 
 
 class ConfigError(UserError):
@@ -16,6 +30,17 @@ class ConfigError(UserError):
 
 class DataError(UserError):
   """A data file is missing, truncated, corrupt or of the wrong shape."""
+
+
+class Diverged(UserError):
+  """The loss or a gradient became NaN or Inf; nothing bad was saved."""
+  exit_code = EXIT_DIVERGED
+
+
+class Preempted(Exception):
+  """SIGTERM: every worker saved the same step and stops; rerun to resume."""
+  exit_code = EXIT_PREEMPTED
+  label = 'preempted'
 
 
 def check_int(name: str, value, minimum: int) -> None:

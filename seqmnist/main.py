@@ -15,7 +15,7 @@ from absl import logging
 
 from seqmnist import config
 from seqmnist import trainer
-from seqmnist.errors import UserError
+from seqmnist.errors import Preempted, UserError
 
 _GIN_FILE = flags.DEFINE_multi_string(
     'gin_file', [], 'Gin config file(s): a path, or a name shipped in the '
@@ -39,11 +39,11 @@ def main(argv):
       raise UserError('--gin_file is required, e.g. --gin_file=row.gin')
     config.parse(_GIN_FILE.value, _GIN_PARAM.value)
     results = trainer.train_and_evaluate(_MODEL_DIR.value, _DATA_DIR.value)
-  except UserError as e:
+  except (UserError, Preempted) as e:
     message = str(e).strip().splitlines()[0]
     logging.error('%s', message)
-    print(f'seqmnist: error: {message}', file=sys.stderr)
-    sys.exit(2)
+    print(f'seqmnist: {e.label}: {message}', file=sys.stderr)
+    sys.exit(e.exit_code)
   print(f'test accuracy {results["test_accuracy"]:.4f} '
         f'(best validation {results["best_val_accuracy"]:.4f} at step '
         f'{results["best_step"]}); results in {_MODEL_DIR.value}')

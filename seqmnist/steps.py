@@ -17,7 +17,7 @@ So one step makes the same update with 1 or R replicas.
 """
 
 import dataclasses
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import keras
 import tensorflow as tf
@@ -44,11 +44,14 @@ class StepOptions:
     clip_exclude: regexes of variable paths never clipped.
     histogram_every: write raw and clipped gradient histograms to the default
       summary writer every this many steps; 0 = never.
+    max_loss: a step whose loss exceeds this has diverged (as has one whose
+      loss or gradient is NaN or Inf); 0 = no bound.
   """
   global_batch_size: int
   clip_norm: float
   clip_exclude: Sequence[str]
   histogram_every: int = 0
+  max_loss: float = 0.0
 
 
 def _per_example_loss(labels, logits):
@@ -64,10 +67,31 @@ def _correct(labels, logits, weights=None):
   return tf.reduce_sum(hits)
 
 
+class LoopResult(NamedTuple):
+  """What one call of the train loop returns.
+
+  Attributes:
+    sums: TRAIN_METRICS summed over the healthy steps run.
+    steps_run: steps taken (optimizer updates applied), <= num_steps.
+    diverged: True if the last step's loss or gradient norm was NaN or Inf,
+      or its loss above `max_loss`; the loop stops right after such a step,
+      whose update is already applied.
+    last_loss, last_grad_norm: the last step's values.
+  """
+  sums: dict
+  steps_run: tf.Tensor
+  diverged: tf.Tensor
+  last_loss: tf.Tensor
+  last_grad_norm: tf.Tensor
+
+
 def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model,
                     optimizer: keras.optimizers.Optimizer,
                     options: StepOptions):
-  """Returns `train_loop(iterator, num_steps) -> dict of metric sums`."""
+  """Returns `train_loop(iterator, num_steps) -> LoopResult`.
+
+  The loop stops early after a step that diverged (see LoopResult).
+  """
   variables = model.trainable_variables
 
   def replica_step(sequences, labels):
@@ -112,6 +136,9 @@ def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model,
   @tf.function
   def train_loop(iterator, num_steps):
     totals = {k: tf.constant(0.0) for k in TRAIN_METRICS}
+    steps_run = tf.constant(0)
+    diverged = tf.constant(False)
+    last = {'loss': tf.constant(0.0), 'grad_norm': tf.constant(0.0)}
     for _ in tf.range(num_steps):
       sequences, labels = next(iterator)
       metrics, grads, clipped = strategy.run(replica_step,
@@ -119,8 +146,19 @@ def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model,
       if options.histogram_every:
         write_histograms(grads, clipped)
       reduced = reduce(metrics)
+      steps_run += 1
+      last = {k: reduced[k] for k in last}
+      # Reduced values are the same on every replica and worker, so all of
+      # them leave the loop at the same step.
+      diverged = ~(tf.math.is_finite(reduced['loss']) &
+                   tf.math.is_finite(reduced['grad_norm']))
+      if options.max_loss > 0:
+        diverged |= reduced['loss'] > options.max_loss
+      if diverged:
+        break
       totals = {k: totals[k] + reduced[k] for k in TRAIN_METRICS}
-    return totals
+    return LoopResult(totals, steps_run, diverged, last['loss'],
+                      last['grad_norm'])
 
   return train_loop
 

@@ -26,12 +26,14 @@ import tensorflow as tf
 from seqmnist import checkpoints
 from seqmnist import data
 from seqmnist import distribute
+from seqmnist import drift
 from seqmnist import models
 from seqmnist import optimizers
+from seqmnist import preemption
 from seqmnist import rundir
 from seqmnist import steps as steps_lib
 from seqmnist import summaries as summaries_lib
-from seqmnist.errors import ConfigError, check_int
+from seqmnist.errors import ConfigError, Diverged, Preempted, check_int
 
 
 @gin.configurable('Trainer')
@@ -55,6 +57,10 @@ class TrainerConfig:
       gradient aggregated over replicas; 0 = off.
     clip_exclude: regexes of variable paths never clipped; by default the
       dense head, which is not recurrent (as in the source article).
+    max_loss: the run stops as diverged (exit code 3) at a step whose mean
+      training loss exceeds this, as it does at a NaN or Inf loss or
+      gradient. Cross-entropy over 10 classes starts at ln 10 = 2.3; 0 = no
+      bound (NaN and Inf still stop the run).
     seed: seeds weights and the data order; with `deterministic` the same
       seed gives the same run on the CPU.
     checkpoints_to_keep: rolling checkpoints kept.
@@ -70,6 +76,7 @@ class TrainerConfig:
   learning_rate: Any = 1e-3
   clip_norm: float = 0.0
   clip_exclude: Sequence[str] = (r'(^|/)head/',)
+  max_loss: float = 1000.0
   seed: int = 0
   checkpoints_to_keep: int = 3
   deterministic: bool = True
@@ -85,6 +92,11 @@ class TrainerConfig:
         not isinstance(self.clip_norm, numbers.Real) or self.clip_norm < 0):
       raise ConfigError(f'Trainer.clip_norm={self.clip_norm!r} must be a '
                         'number >= 0 (0 turns clipping off)')
+    if (isinstance(self.max_loss, bool) or
+        not isinstance(self.max_loss, numbers.Real) or
+        not 0 <= self.max_loss < float('inf')):
+      raise ConfigError(f'Trainer.max_loss={self.max_loss!r} must be a '
+                        'finite number >= 0 (0 = no bound)')
     if isinstance(self.clip_exclude, str) or not all(
         isinstance(p, str) for p in self.clip_exclude):
       raise ConfigError(f'Trainer.clip_exclude={self.clip_exclude!r} must be '
@@ -121,6 +133,7 @@ def train_and_evaluate(model_dir: str, data_dir: Optional[str]) -> dict:
   model_config = models.ModelConfig()
   config = TrainerConfig()
   rundir.check_writable(model_dir)
+  _check_resumable(model_dir)
   data.check_batches(data_config, strategy.num_replicas_in_sync)
   splits = data.load(data_config, data_dir)
   for name, split in (('validation', splits.validation),
@@ -143,6 +156,14 @@ def train_and_evaluate(model_dir: str, data_dir: Optional[str]) -> dict:
   finally:
     if write_dir:
       shutil.rmtree(write_dir, ignore_errors=True)
+
+
+def _check_resumable(model_dir):
+  """Refuses to resume a run under a config its checkpoints do not belong to."""
+  saved = os.path.join(model_dir, rundir.OPERATIVE_CONFIG)
+  if checkpoints.exist(model_dir) and os.path.exists(saved):
+    with open(saved) as f:
+      drift.check(f.read(), gin.operative_config_str(), saved)
 
 
 def _train_and_evaluate(strategy, data_config, model_config, config, splits,
@@ -189,6 +210,48 @@ def weights_fingerprint(model) -> str:
   return digest.hexdigest()[:16]
 
 
+class _Window:
+  """Train metrics summed since the last summary, and the run's throughput."""
+
+  def __init__(self):
+    self.train_seconds, self.train_examples = 0.0, 0.0
+    self.first_loop = None  # (seconds, examples) of the call that traced
+    self.reset()
+
+  def reset(self):
+    self.sums = dict.fromkeys(steps_lib.TRAIN_METRICS, 0.0)
+    self.steps, self.seconds = 0, 0.0
+
+  def add(self, sums, steps, seconds):
+    if self.first_loop is None:
+      self.first_loop = (seconds, sums['examples'])
+    else:
+      self.train_seconds += seconds
+      self.train_examples += sums['examples']
+    for k in self.sums:
+      self.sums[k] += sums[k]
+    self.steps += steps
+    self.seconds += seconds
+
+  def means(self) -> dict:
+    s = self.sums
+    return {
+        'loss': s['loss'] / self.steps,
+        'accuracy': s['correct'] / s['examples'],
+        'examples_per_second': s['examples'] / self.seconds,
+        'grad_norm': s['grad_norm'] / self.steps,
+        'clipped_grad_norm': s['clipped_grad_norm'] / self.steps,
+        'clipped_fraction': s['clipped_fraction'] / self.steps,
+    }
+
+  def examples_per_second(self) -> Optional[float]:
+    """Over every loop but the first (which includes tracing), if any."""
+    seconds, examples = self.train_seconds, self.train_examples
+    if seconds == 0 and self.first_loop:
+      seconds, examples = self.first_loop
+    return examples / seconds if seconds else None
+
+
 class _Loop:
   """The state of one invocation of the training loop."""
 
@@ -208,7 +271,8 @@ class _Loop:
             global_batch_size=data_config.batch_size,
             clip_norm=float(config.clip_norm),
             clip_exclude=tuple(config.clip_exclude),
-            histogram_every=config.histogram_every))
+            histogram_every=config.histogram_every,
+            max_loss=float(config.max_loss)))
     self.eval_loop = steps_lib.make_eval_loop(strategy, model)
 
   def _train_iterator(self, start_step):
@@ -236,73 +300,81 @@ class _Loop:
       candidates.append((step // every + 1) * every)
     return min(candidates)
 
+  def _train(self, iterator, step, window) -> int:
+    """Runs steps up to the next stop; returns the new global step.
+
+    Raises:
+      Diverged: a step's loss or gradient was NaN or Inf. Nothing is saved
+        after it, so the newest checkpoint is the last good one.
+    """
+    num = self._next_stop(step) - step
+    t0 = time.time()
+    with self.summaries.train.as_default():  # for gradient histograms
+      result = self.train_loop(iterator, tf.constant(num, tf.int32))
+    steps_run = int(result.steps_run.numpy())
+    if bool(result.diverged.numpy()):
+      raise Diverged(self._divergence_message(step + steps_run, result))
+    window.add({k: float(v.numpy()) for k, v in result.sums.items()},
+               steps_run, time.time() - t0)
+    return step + steps_run
+
+  def _divergence_message(self, step, result):
+    loss = float(result.last_loss.numpy())
+    grad_norm = float(result.last_grad_norm.numpy())
+    if not np.isfinite(loss):
+      why = f'the loss is {loss}'
+    elif not np.isfinite(grad_norm):
+      why = f'the gradient norm is {grad_norm}'
+    else:
+      why = f'the loss {loss:.4g} exceeds Trainer.max_loss={self.config.max_loss:g}'
+    last = self.ckpts.latest_step()
+    kept = (f'the last good checkpoint (step {last}) is kept'
+            if last is not None else 'no checkpoint had been saved')
+    return (f'training diverged at step {step}: {why}; {kept}; lower '
+            'Trainer.learning_rate or set Trainer.clip_norm')
+
   def run(self, step: int) -> dict:
     c = self.config
     start_step = step
     iterator = self._train_iterator(step)
     progbar = _Progbar(c.steps, initial=step, unit_name='step',
                        stateful_metrics=['loss', 'acc', 'ex/s', 'val_acc'])
-    window = dict.fromkeys(steps_lib.TRAIN_METRICS, 0.0)
-    window_steps, window_seconds = 0, 0.0
-    train_seconds, train_examples, first_loop = 0.0, 0.0, None
+    window = _Window()
     wall_start = time.time()
-    last_eval_step = None
     val = None
-    while step < c.steps:
-      num = self._next_stop(step) - step
-      t0 = time.time()
-      with self.summaries.train.as_default():  # for gradient histograms
-        sums = self.train_loop(iterator, tf.constant(num, tf.int32))
-      sums = {k: float(v.numpy()) for k, v in sums.items()}
-      seconds = time.time() - t0
-      step += num
-      if first_loop is None:
-        first_loop = (seconds, sums['examples'])  # includes tracing
-      else:
-        train_seconds += seconds
-        train_examples += sums['examples']
-      for k in window:
-        window[k] += sums[k]
-      window_steps += num
-      window_seconds += seconds
-      ex_per_s = window['examples'] / window_seconds
-      loss = window['loss'] / window_steps
-      if not np.isfinite(loss):
-        raise FloatingPointError(f'the training loss is {loss} at step {step}')
-      values = [('loss', loss), ('acc', window['correct'] / window['examples']),
-                ('ex/s', ex_per_s)]
+    logging.info('Training from step %d to step %d.', step, c.steps)
+    with preemption.PreemptionWatcher(self.strategy) as watcher:
+      while step < c.steps:
+        step = self._train(iterator, step, window)
+        means = window.means()
+        values = [('loss', means['loss']), ('acc', means['accuracy']),
+                  ('ex/s', means['examples_per_second'])]
+        if step % c.summary_every == 0 or step == c.steps:
+          self.summaries.scalars(self.summaries.train, dict(
+              means, learning_rate=float(keras.ops.convert_to_numpy(
+                  self.optimizer.learning_rate))), step)
+          window.reset()
+        if step % c.eval_every == 0 or step == c.steps:
+          val = self._validate(step)
+          values.append(('val_acc', val['accuracy']))
+        saved = step % c.checkpoint_every == 0 or step == c.steps
+        if saved:
+          self.ckpts.save(step)
+        progbar.update(step, values=values)
+        # Every worker reaches this at the same steps (it is a collective).
+        if step < c.steps and watcher.should_stop():
+          if not saved:
+            self.ckpts.save(step)
+          distribute.barrier(self.strategy)  # every worker's save is done
+          raise Preempted(f'checkpoint saved at step {step} of {c.steps}; '
+                          'rerun the same command to resume')
 
-      if step % c.summary_every == 0 or step == c.steps:
-        self.summaries.scalars(self.summaries.train, {
-            'loss': loss,
-            'accuracy': window['correct'] / window['examples'],
-            'learning_rate': float(
-                keras.ops.convert_to_numpy(self.optimizer.learning_rate)),
-            'examples_per_second': ex_per_s,
-            'grad_norm': window['grad_norm'] / window_steps,
-            'clipped_grad_norm': window['clipped_grad_norm'] / window_steps,
-            'clipped_fraction': window['clipped_fraction'] / window_steps,
-        }, step)
-        window = dict.fromkeys(window, 0.0)
-        window_steps, window_seconds = 0, 0.0
-
-      if step % c.eval_every == 0 or step == c.steps:
-        val = self._validate(step)
-        last_eval_step = step
-        values.append(('val_acc', val['accuracy']))
-      if step % c.checkpoint_every == 0 or step == c.steps:
-        self.ckpts.save(step)
-      progbar.update(step, values=values)
-
-    if last_eval_step is None:  # resumed at the end: nothing left to train
+    if val is None:  # resumed at the end: nothing left to train
       val = self._validate(step)
     distribute.barrier(self.strategy)  # the chief's best/ is written
     best_path = self.ckpts.restore_best_weights()
     test = self.evaluate(self.splits.test)
     logging.info('Test (best checkpoint %s): %s', best_path, test)
-    if train_seconds == 0 and first_loop:  # only the first loop ran
-      train_seconds, train_examples = first_loop
-    steps_run = step - start_step
     fingerprint = weights_fingerprint(self.model)
     logging.info('Weights fingerprint (the same on every worker): %s',
                  fingerprint)
@@ -313,9 +385,8 @@ class _Loop:
         'best_step': int(self.ckpts.best_step.numpy()),
         'final_val_accuracy': val['accuracy'],
         'global_step': step,
-        'steps_this_run': steps_run,
-        'train_examples_per_second': (train_examples / train_seconds
-                                      if train_seconds else None),
+        'steps_this_run': step - start_step,
+        'train_examples_per_second': window.examples_per_second(),
         'wall_seconds': time.time() - wall_start,
         'replicas': self.strategy.num_replicas_in_sync,
         'data_source': self.splits.source,

@@ -4,10 +4,13 @@ Tests read MNIST from ../shared/data/mnist beside the repository (as CI has
 it), or from $SEQMNIST_MNIST_DIR. Its absence is a failure, not a skip.
 """
 
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -54,3 +57,48 @@ def run_cli(*args, timeout=600):
   return subprocess.run([sys.executable, '-m', 'seqmnist.main', *args],
                         capture_output=True, text=True, timeout=timeout,
                         env=env, cwd=REPO, check=False)
+
+
+def start_cli(*args, log, env=None):
+  """Starts `python -m seqmnist.main ARGS` in the background, stderr to log."""
+  env = dict(os.environ if env is None else env, TF_CPP_MIN_LOG_LEVEL='2')
+  with open(log, 'w') as stderr:
+    return subprocess.Popen([sys.executable, '-m', 'seqmnist.main', *args],
+                            stdout=subprocess.DEVNULL, stderr=stderr,
+                            env=env, cwd=REPO)
+
+
+def wait_for_line(log, marker, procs, timeout=300):
+  """Waits until `marker` appears in the file `log`; fails if procs end."""
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    text = open(log).read() if os.path.exists(log) else ''
+    if marker in text:
+      return text
+    if any(p.poll() is not None for p in procs):
+      pytest.fail(f'process ended before logging {marker!r}:\n{text[-3000:]}')
+    time.sleep(0.02)
+  pytest.fail(f'{marker!r} not logged within {timeout}s')
+
+
+def free_ports(n):
+  socks = [socket.socket() for _ in range(n)]
+  for s in socks:
+    s.bind(('127.0.0.1', 0))
+  ports = [s.getsockname()[1] for s in socks]
+  for s in socks:
+    s.close()
+  return ports
+
+
+def start_workers(n, args, log_dir):
+  """Starts n local MultiWorkerMirroredStrategy workers; logs worker-<i>.log."""
+  workers = [f'127.0.0.1:{p}' for p in free_ports(n)]
+  procs = []
+  for i in range(n):
+    tf_config = {'cluster': {'worker': workers},
+                 'task': {'type': 'worker', 'index': i}}
+    procs.append(start_cli(*args, log=os.path.join(log_dir, f'worker-{i}.log'),
+                           env=dict(os.environ,
+                                    TF_CONFIG=json.dumps(tf_config))))
+  return procs
