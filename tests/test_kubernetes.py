@@ -20,6 +20,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from seqmnist import errors
+
 from conftest import FAST, REPO, gin_params
 from test_main import _results
 
@@ -60,6 +62,27 @@ def test_indexed_job_matches_its_service():
   assert env['SEQMNIST_SERVICE'] == service['metadata']['name']
   container = spec['template']['spec']['containers'][0]
   assert 'nvidia.com/gpu' in container['resources']['limits']
+
+
+def test_restart_policies_follow_the_exit_codes():
+  """143 (preempted, checkpoint saved) is retried; 2 and 3 are final."""
+  job = _documents('job.yaml')[0]['spec']
+  assert job['template']['spec']['restartPolicy'] == 'Never'
+  container = job['template']['spec']['containers'][0]['name']
+  actions = {}
+  for rule in job['podFailurePolicy']['rules']:
+    codes = rule.get('onExitCodes')
+    if codes:
+      assert codes['containerName'] == container
+      assert codes['operator'] == 'In'
+      actions.update(dict.fromkeys(codes['values'], rule['action']))
+  assert actions == {143: 'Ignore', 2: 'FailJob', 3: 'FailJob'}
+  for replica in _documents('tfjob.yaml')[0]['spec'][
+      'tfReplicaSpecs'].values():
+    # Kubeflow's ExitCode policy retries 128-255 only.
+    assert replica['restartPolicy'] == 'ExitCode'
+  assert errors.EXIT_PREEMPTED >= 128
+  assert errors.EXIT_BAD_INPUT < 128 and errors.EXIT_DIVERGED < 128
 
 
 def test_tfjob_pod_templates_are_valid():

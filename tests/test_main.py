@@ -130,6 +130,30 @@ def _corrupt_checksum(data_dir):
     f.write(content[:8] + bytes([(content[8] + 1) % 10]) + content[9:])
 
 
+def _truncate_test_images(data_dir):
+  path = os.path.join(data_dir, 't10k-images-idx3-ubyte.gz')
+  with gzip.open(path, 'rb') as f:
+    content = f.read()
+  with gzip.open(path, 'wb') as f:
+    f.write(content[:-100])
+
+
+def _wrong_magic(data_dir):
+  path = os.path.join(data_dir, 'train-images-idx3-ubyte.gz')
+  with gzip.open(path, 'rb') as f:
+    content = f.read()
+  with gzip.open(path, 'wb') as f:
+    f.write(b'\x00\x00\x08\x01' + content[4:])
+
+
+def _label_out_of_range(data_dir):
+  path = os.path.join(data_dir, 't10k-labels-idx1-ubyte.gz')
+  with gzip.open(path, 'rb') as f:
+    content = f.read()
+  with gzip.open(path, 'wb') as f:
+    f.write(content[:20] + b'\x0c' + content[21:])
+
+
 def _remove_test_labels(data_dir):
   os.remove(os.path.join(data_dir, 't10k-labels-idx1-ubyte.gz'))
 
@@ -144,8 +168,13 @@ def _remove_test_labels(data_dir):
      'Data.batch_size=60000 is larger than the training split'),
     ([], _remove_test_labels, 'lacks t10k-labels-idx1-ubyte'),
     ([], _corrupt_checksum, 'train-labels-idx1-ubyte.gz fails its checksum'),
+    ([], _truncate_test_images, 't10k-images-idx3-ubyte.gz is truncated'),
+    ([], _wrong_magic, 'train-images-idx3-ubyte.gz has a wrong magic number'),
+    # kmnist: no MNIST checksum to trip first; the label check still runs.
+    (["Data.dataset='kmnist'"], _label_out_of_range,
+     't10k-labels-idx1-ubyte.gz has label 12; labels must be in 0..9'),
 ], ids=['unknown-name', 'bad-order', 'zero-units', 'batch-too-large',
-        'missing-file', 'checksum'])
+        'missing-file', 'checksum', 'truncated', 'magic', 'label-range'])
 def test_bad_input_fails_cleanly(tmp_path, mnist_copy, params, damage,
                                  message):
   if damage:

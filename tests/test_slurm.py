@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -54,3 +55,66 @@ def test_sbatch_two_tasks_train_together(tmp_path, mnist_dir):
   results = _results(model_dir)
   assert results['replicas'] == 2 and results['global_step'] == 20
   assert 0.1 < results['test_accuracy'] <= 1
+
+
+def _job_field(job_id, field):
+  out = subprocess.run(['scontrol', 'show', 'job', job_id],
+                       capture_output=True, text=True, check=False).stdout
+  match = re.search(rf'\b{field}=(\S+)', out)
+  return match.group(1) if match else None
+
+
+def test_preempted_job_requeues_itself_and_resumes(tmp_path, mnist_dir):
+  reason = _slurm_node_up()
+  if reason:
+    pytest.skip(f'SLURM NOT AVAILABLE, real-cluster test not run: {reason}')
+  model_dir, logs = tmp_path / 'run', tmp_path / 'logs'
+  env = dict(os.environ, PYTHON=sys.executable, SEQMNIST_LOG_DIR=str(logs),
+             TF_CPP_MIN_LOG_LEVEL='2', SEQMNIST_PORT='23466')
+  submitted = subprocess.run(
+      ['sbatch', '--parsable', '--ntasks=2', f'--chdir={REPO}',
+       f'--output={tmp_path}/slurm-%j.out', 'launch/slurm/train.sbatch',
+       '--gin_file=row.gin', f'--model_dir={model_dir}',
+       f'--data_dir={mnist_dir}',
+       *gin_params(*FAST, 'Trainer.steps_per_loop=1', 'Trainer.steps=100',
+                   'Trainer.eval_every=20', 'Trainer.checkpoint_every=20')],
+      env=env, capture_output=True, text=True, timeout=60, check=True)
+  job = submitted.stdout.strip().split(';')[0]
+  task0 = logs / f'slurm-{job}.task-0.log'
+  try:
+    deadline = time.time() + 300
+    while 'Saved checkpoint' not in (task0.read_text() if task0.exists()
+                                     else ''):
+      assert time.time() < deadline, 'training never reached step 20'
+      time.sleep(0.1)
+    # What Slurm does before a time limit (--signal) or a preemption.
+    subprocess.run(['scancel', '--signal=TERM', job], check=True)
+    states = []
+    while time.time() < deadline:
+      state = _job_field(job, 'JobState')
+      if not states or states[-1] != state:
+        states.append(state)
+      if state == 'PENDING' and _job_field(job, 'Restarts') == '1':
+        # Slurm holds a requeued job for 120 s (Reason=BeginTime); an
+        # administrator's shortcut, so the test does not wait it out.
+        subprocess.run(['scontrol', 'update', f'jobid={job}',
+                        'starttime=now'], check=False)
+      if state in ('COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT'):
+        break
+      time.sleep(1)
+  finally:
+    subprocess.run(['scancel', job], check=False)
+  batch_log = (tmp_path / f'slurm-{job}.out').read_text()
+  dump = batch_log + ''.join(p.read_text()[-2000:] for p in logs.glob('*'))
+  assert states[-1] == 'COMPLETED', (states, dump)
+  assert 'PENDING' in states and _job_field(job, 'Restarts') == '1', states
+  assert f'requeueing job {job}' in batch_log, batch_log
+  for task in (0, 1):  # each task's log, appended to across the requeue
+    text = (logs / f'slurm-{job}.task-{task}.log').read_text()
+    step = re.search(r'seqmnist: preempted: checkpoint saved at step (\d+)',
+                     text)
+    assert step, text[-3000:]
+    assert f'ckpt-{step.group(1)} at step {step.group(1)}' in text
+  results = _results(model_dir)
+  assert results['global_step'] == 100 and results['replicas'] == 2
+  assert results['steps_this_run'] == 100 - int(step.group(1))
