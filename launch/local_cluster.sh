@@ -9,6 +9,8 @@
 # all-reduce works on CPUs). Worker logs go to $LOG_DIR (default: a new temp
 # folder) as worker-<i>.log. Waits for every worker; exits non-zero (the
 # first failing worker's code) if any failed, after stopping the others.
+# SIGTERM to this script reaches every worker: they save the same step and
+# exit 143, and so does the script; rerunning it resumes.
 set -u
 if [ $# -lt 1 ] || ! [[ "$1" =~ ^[1-9][0-9]*$ ]]; then
   echo "usage: $0 N [seqmnist.main flags...]  (N = number of workers >= 1)" >&2
