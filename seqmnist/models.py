@@ -18,6 +18,8 @@ from seqmnist.errors import ConfigError, check_int
 # Name of the Dense head; the default `Trainer.clip_exclude` matches it.
 HEAD_NAME = 'head'
 
+PRECISIONS = ('float32', 'mixed_bfloat16')
+
 CELLS = {
     'gru': keras.layers.GRU,
     'lstm': keras.layers.LSTM,
@@ -39,14 +41,24 @@ class ModelConfig:
       (as in "Building RNN Models to Solve Sequential MNIST"). Its statistics
       are synchronised over replicas, so the result does not depend on them.
     head_initializer: Keras initializer name of the Dense head's kernel.
+    precision: 'float32', or 'mixed_bfloat16' (bf16 compute, float32
+      weights; CPUs with AVX512_BF16/AMX and recent GPUs). The head always
+      computes in float32. ('mixed_float16' needs dynamic loss scaling inside
+      the custom step, which is not implemented yet.)
   """
   cell: str = 'gru'
   units: int = 128
   layers: int = 1
   batch_norm: bool = False
   head_initializer: str = 'orthogonal'
+  precision: str = 'float32'
 
   def __post_init__(self):
+    if self.precision not in PRECISIONS:
+      raise ConfigError(
+          f'Model.precision={self.precision!r} is not one of '
+          f'{", ".join(repr(p) for p in PRECISIONS)} (mixed_float16 needs '
+          'loss scaling, not implemented yet)')
     if self.cell not in CELLS:
       raise ConfigError(f'Model.cell={self.cell!r} is not one of '
                         f'{", ".join(repr(c) for c in CELLS)}')
@@ -78,24 +90,27 @@ def build(config: ModelConfig, sequence_shape, num_classes: int,
   """
   inputs = keras.Input(shape=tuple(sequence_shape), name='sequence')
   x = inputs
+  policy = keras.DTypePolicy(config.precision)
   for i in range(config.layers):
     x = _rnn_layer(config, i, seed,
-                   return_sequences=i < config.layers - 1)(x)
+                   return_sequences=i < config.layers - 1, dtype=policy)(x)
   if config.batch_norm:
-    x = keras.layers.BatchNormalization(synchronized=True, name='batch_norm')(x)
+    x = keras.layers.BatchNormalization(synchronized=True, name='batch_norm',
+                                        dtype=policy)(x)
   head_init = keras.initializers.get(
       {'class_name': config.head_initializer,
        'config': {'seed': seed + 10_000}})
   logits = keras.layers.Dense(num_classes, kernel_initializer=head_init,
-                              name=HEAD_NAME)(x)
+                              name=HEAD_NAME, dtype='float32')(x)
   return keras.Model(inputs, logits, name=f'seq_{config.cell}')
 
 
-def _rnn_layer(config, index, seed, return_sequences):
+def _rnn_layer(config, index, seed, return_sequences, dtype):
   layer_seed = seed + 100 * index
   kwargs = dict(
       units=config.units,
       return_sequences=return_sequences,
+      dtype=dtype,
       kernel_initializer=keras.initializers.GlorotUniform(seed=layer_seed),
       recurrent_initializer=keras.initializers.Orthogonal(seed=layer_seed + 1),
       name=f'{config.cell}_{index}')

@@ -46,12 +46,15 @@ class StepOptions:
       summary writer every this many steps; 0 = never.
     max_loss: a step whose loss exceeds this has diverged (as has one whose
       loss or gradient is NaN or Inf); 0 = no bound.
+    jit_compile: compile each replica's forward and backward pass with XLA
+      (the all-reduce, clipping and update stay outside it).
   """
   global_batch_size: int
   clip_norm: float
   clip_exclude: Sequence[str]
   histogram_every: int = 0
   max_loss: float = 0.0
+  jit_compile: bool = False
 
 
 def _per_example_loss(labels, logits):
@@ -94,14 +97,20 @@ def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model,
   """
   variables = model.trainable_variables
 
-  def replica_step(sequences, labels):
-    ctx = tf.distribute.get_replica_context()
+  def forward_backward(sequences, labels):
     with tf.GradientTape() as tape:
       logits = model(sequences, training=True)
       loss = tf.nn.compute_average_loss(
           _per_example_loss(labels, logits),
           global_batch_size=options.global_batch_size)
-    grads = tape.gradient(loss, variables)
+    return loss, logits, tape.gradient(loss, variables)
+
+  if options.jit_compile:
+    forward_backward = tf.function(forward_backward, jit_compile=True)
+
+  def replica_step(sequences, labels):
+    ctx = tf.distribute.get_replica_context()
+    loss, logits, grads = forward_backward(sequences, labels)
     grads = ctx.all_reduce(SUM, grads)
     clipped, stats = clipping.clip_gradients(
         grads, variables, options.clip_norm, options.clip_exclude)

@@ -65,6 +65,9 @@ class TrainerConfig:
       seed gives the same run on the CPU.
     checkpoints_to_keep: rolling checkpoints kept.
     deterministic: enable TensorFlow op determinism.
+    jit_compile: compile each replica's forward and backward pass with XLA.
+      For CPUs: on a GPU it would replace the cuDNN kernel, so leave it off
+      there; not with Model.batch_norm (its all-reduce cannot be compiled).
   """
   steps: int = 1000
   steps_per_loop: int = 100
@@ -80,6 +83,7 @@ class TrainerConfig:
   seed: int = 0
   checkpoints_to_keep: int = 3
   deterministic: bool = True
+  jit_compile: bool = False
 
   def __post_init__(self):
     for name in ('steps', 'steps_per_loop', 'eval_every', 'checkpoint_every',
@@ -101,9 +105,10 @@ class TrainerConfig:
         isinstance(p, str) for p in self.clip_exclude):
       raise ConfigError(f'Trainer.clip_exclude={self.clip_exclude!r} must be '
                         "a list of regexes such as ['head/']")
-    if not isinstance(self.deterministic, bool):
-      raise ConfigError(f'Trainer.deterministic={self.deterministic!r} must '
-                        'be True or False')
+    for name in ('deterministic', 'jit_compile'):
+      if not isinstance(getattr(self, name), bool):
+        raise ConfigError(f'Trainer.{name}={getattr(self, name)!r} must be '
+                          'True or False')
 
 
 class _Progbar(keras.utils.Progbar):
@@ -132,6 +137,10 @@ def train_and_evaluate(model_dir: str, data_dir: Optional[str]) -> dict:
   data_config = data.DataConfig()
   model_config = models.ModelConfig()
   config = TrainerConfig()
+  if config.jit_compile and model_config.batch_norm:
+    raise ConfigError('Trainer.jit_compile=True cannot compile '
+                      "Model.batch_norm=True's synchronised statistics; turn "
+                      'one of them off')
   rundir.check_writable(model_dir)
   _check_resumable(model_dir)
   data.check_batches(data_config, strategy.num_replicas_in_sync)
@@ -233,6 +242,11 @@ class _Window:
     self.steps += steps
     self.seconds += seconds
 
+  def add_overhead(self, seconds):
+    """Time spent between train loops (summaries, checkpoints, progress)."""
+    if self.train_examples:  # not after the first loop, as for its examples
+      self.train_seconds += seconds
+
   def means(self) -> dict:
     s = self.sums
     return {
@@ -245,7 +259,11 @@ class _Window:
     }
 
   def examples_per_second(self) -> Optional[float]:
-    """Over every loop but the first (which includes tracing), if any."""
+    """Over every loop but the first (which includes tracing), if any.
+
+    Counts the time between loops too (summaries, checkpoints) but not
+    validation: the training throughput a user actually gets.
+    """
     seconds, examples = self.train_seconds, self.train_examples
     if seconds == 0 and self.first_loop:
       seconds, examples = self.first_loop
@@ -272,7 +290,8 @@ class _Loop:
             clip_norm=float(config.clip_norm),
             clip_exclude=tuple(config.clip_exclude),
             histogram_every=config.histogram_every,
-            max_loss=float(config.max_loss)))
+            max_loss=float(config.max_loss),
+            jit_compile=config.jit_compile))
     self.eval_loop = steps_lib.make_eval_loop(strategy, model)
 
   def _train_iterator(self, start_step):
@@ -346,6 +365,7 @@ class _Loop:
     with preemption.PreemptionWatcher(self.strategy) as watcher:
       while step < c.steps:
         step = self._train(iterator, step, window)
+        t_overhead, val_seconds = time.time(), 0.0
         means = window.means()
         values = [('loss', means['loss']), ('acc', means['accuracy']),
                   ('ex/s', means['examples_per_second'])]
@@ -355,12 +375,15 @@ class _Loop:
                   self.optimizer.learning_rate))), step)
           window.reset()
         if step % c.eval_every == 0 or step == c.steps:
+          t_val = time.time()
           val = self._validate(step)
+          val_seconds = time.time() - t_val
           values.append(('val_acc', val['accuracy']))
         saved = step % c.checkpoint_every == 0 or step == c.steps
         if saved:
           self.ckpts.save(step)
         progbar.update(step, values=values)
+        window.add_overhead(time.time() - t_overhead - val_seconds)
         # Every worker reaches this at the same steps (it is a collective).
         if step < c.steps and watcher.should_stop():
           if not saved:

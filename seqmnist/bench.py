@@ -1,0 +1,465 @@
+r"""Training throughput: our loop against what a user would write instead.
+
+  python -m seqmnist.bench [--tasks=row,pixel] [--cells=gru,lstm] \
+      [--units=128] [--batch_size=128] [--repeats=3] [--variants=...] \
+      [--data_dir=../shared/data/mnist] [--output=bench.json] [--smoke]
+
+Every measurement runs in a fresh subprocess (`--worker`), so no variant
+inherits another's compiled functions, threads or memory; variants alternate
+within each repetition, and the table reports medians. Variants:
+
+  ours             the real trainer (`train_and_evaluate` from the task's gin
+                   file): summaries and a checkpoint inside the timed span;
+                   the first loop (tracing) and validation/test excluded
+  keras_fit        the same model, optimizer (schedule, `clipnorm`) and batch
+                   through `model.compile` + `model.fit`
+  torch            a PyTorch model and update of the same shape (the `bench`
+                   extra: pip install -e ".[bench]")
+  core_pipeline    our tf.function loop alone, on the real input pipeline
+  core_in_memory   the same loop on one batch held in memory: the ratio of
+                   the two is the input pipeline's overhead
+  steps_per_loop_1 ours with one step per tf.function call
+  jit              ours with Trainer.jit_compile=True (XLA)
+  bf16             ours with Model.precision='mixed_bfloat16'
+
+Training FLOPs per example (3x the forward matmuls) give an achieved GFLOP/s,
+printed against a large float32 matmul's GFLOP/s measured in the same run.
+Runs unchanged on a GPU (the strategy picks it; torch uses CUDA if present).
+"""
+
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+
+VARIANTS = {
+    'ours': 'our trainer (real loop: summaries, checkpoint)',
+    'keras_fit': 'Keras model.fit, same model/optimizer/batch',
+    'torch': 'PyTorch reference, same model/update',
+    'core_pipeline': 'our tf.function loop, real input pipeline',
+    'core_in_memory': 'our tf.function loop, one in-memory batch',
+    'steps_per_loop_1': 'ours, steps_per_loop=1',
+    'jit': 'ours, Trainer.jit_compile=True',
+    'bf16': "ours, Model.precision='mixed_bfloat16'",
+}
+# Per task: the shipped gin file, steps per loop, and measured steps.
+TASKS = {
+    'row': ('row.gin', 50, 300),
+    'pixel': ('pixel.gin', 10, 30),
+}
+
+_TASKS = flags.DEFINE_list('tasks', ['row', 'pixel'], 'Tasks: row, pixel.')
+_CELLS = flags.DEFINE_list('cells', ['gru'], 'Cells: gru, lstm.')
+_UNITS = flags.DEFINE_integer('units', 128, 'Recurrent units.')
+_BATCH = flags.DEFINE_integer('batch_size', 128, 'Global batch size.')
+_STEPS = flags.DEFINE_integer('steps', 0, 'Measured steps per run; 0 = the '
+                              "task's default (row 300, pixel 30).")
+_REPEATS = flags.DEFINE_integer('repeats', 3, 'Repetitions (medians).')
+_VARIANTS = flags.DEFINE_list('variants', list(VARIANTS), 'Variants to run.')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'MNIST IDX folder, or '
+                                "TFDS's data_dir (see seqmnist.main).")
+_OUTPUT = flags.DEFINE_string('output', 'bench.json', 'JSON results file.')
+_SMOKE = flags.DEFINE_boolean('smoke', False, 'A tiny run that only checks '
+                              'the harness works (row, 8 units, 4 steps).')
+_WORKER = flags.DEFINE_string('worker', None, 'Internal: run one measurement '
+                              '(JSON spec) and print its result.')
+
+RESULT_PREFIX = 'BENCH_RESULT '
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  """One measurement."""
+  variant: str
+  task: str
+  cell: str
+  units: int
+  batch_size: int
+  steps: int
+  steps_per_loop: int
+  data_dir: str
+
+
+# Measurements (each in its own process) ------------------------------------
+
+
+def _bindings(spec: Spec, **extra):
+  b = {
+      'Model.cell': repr(spec.cell), 'Model.units': spec.units,
+      'Model.batch_norm': False, 'Data.batch_size': spec.batch_size,
+      'Trainer.steps_per_loop': spec.steps_per_loop,
+  }
+  b.update(extra)
+  return [f'{k}={v}' for k, v in b.items()]
+
+
+def _parse(spec: Spec, **extra):
+  from seqmnist import config  # pylint: disable=g-import-not-at-top
+  config.parse([TASKS[spec.task][0]], _bindings(spec, **extra))
+
+
+def _measure_trainer(spec: Spec, **extra) -> dict:
+  from seqmnist import trainer  # pylint: disable=g-import-not-at-top
+  # The first loop traces and is left out; then `steps` measured steps.
+  total = spec.steps_per_loop + spec.steps
+  _parse(spec, **{'Trainer.steps': total, 'Trainer.eval_every': total,
+                  'Trainer.checkpoint_every': total // 2, **extra})
+  with tempfile.TemporaryDirectory() as model_dir:
+    results = trainer.train_and_evaluate(model_dir, spec.data_dir)
+  return {'examples_per_second': results['train_examples_per_second']}
+
+
+def _components(spec: Spec):
+  """Strategy, configs and data as the trainer builds them."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from seqmnist import data, distribute, trainer  # pylint: disable=g-import-not-at-top
+  _parse(spec)
+  strategy = distribute.make_strategy(distribute.DistributeConfig())
+  data_config, config = data.DataConfig(), trainer.TrainerConfig()
+  splits = data.load(data_config, spec.data_dir)
+  keras.utils.set_random_seed(config.seed)
+  if config.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  return strategy, data_config, config, splits
+
+
+def _measure_core(spec: Spec, in_memory: bool) -> dict:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from seqmnist import data, models, optimizers, steps  # pylint: disable=g-import-not-at-top
+  strategy, data_config, config, splits = _components(spec)
+  with strategy.scope():
+    model = models.build(models.ModelConfig(), data_config.sequence_shape,
+                         data.NUM_CLASSES, seed=config.seed)
+    optimizer = optimizers.build(config.optimizer, config.learning_rate)
+    optimizer.build(model.trainable_variables)
+  loop = steps.make_train_loop(strategy, model, optimizer, steps.StepOptions(
+      global_batch_size=data_config.batch_size,
+      clip_norm=float(config.clip_norm),
+      clip_exclude=tuple(config.clip_exclude), max_loss=config.max_loss))
+
+  def dataset_fn(ctx):
+    ds = data.train_dataset(splits.train, data_config, seed=config.seed,
+                            start_step=0, input_context=ctx)
+    return ds.take(1).cache().repeat() if in_memory else ds
+
+  iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+  per_call = tf.constant(spec.steps_per_loop)
+  loop(iterator, per_call).steps_run.numpy()  # trace + warm up
+  calls = max(1, spec.steps // spec.steps_per_loop)
+  start = time.perf_counter()
+  for _ in range(calls):
+    loop(iterator, per_call).steps_run.numpy()
+  seconds = time.perf_counter() - start
+  return {'examples_per_second':
+          calls * spec.steps_per_loop * spec.batch_size / seconds}
+
+
+def _measure_keras_fit(spec: Spec) -> dict:
+  import keras  # pylint: disable=g-import-not-at-top
+  from seqmnist import data, models  # pylint: disable=g-import-not-at-top
+  _, data_config, config, splits = _components(spec)
+  model = models.build(models.ModelConfig(), data_config.sequence_shape,
+                       data.NUM_CLASSES, seed=config.seed)
+  # What a Keras user writes: clipnorm clips each variable (the head too).
+  optimizer = keras.optimizers.get({
+      'class_name': config.optimizer,
+      'config': {'learning_rate': config.learning_rate,
+                 **({'clipnorm': config.clip_norm} if config.clip_norm
+                    else {})}})
+  model.compile(optimizer=optimizer,
+                loss=keras.losses.SparseCategoricalCrossentropy(
+                    from_logits=True),
+                metrics=['accuracy'])
+  dataset = data.train_dataset(splits.train, data_config, seed=config.seed,
+                               start_step=0)
+  model.fit(dataset, steps_per_epoch=spec.steps_per_loop, epochs=1,
+            verbose=0)  # trace + warm up
+  start = time.perf_counter()
+  model.fit(dataset, steps_per_epoch=spec.steps, epochs=1, verbose=0)
+  seconds = time.perf_counter() - start
+  return {'examples_per_second': spec.steps * spec.batch_size / seconds,
+          'jit_compile': bool(model.jit_compile)}
+
+
+def _measure_torch(spec: Spec) -> dict:
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return {'skipped': 'torch is not installed (pip install -e ".[bench]")'}
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from seqmnist import data  # pylint: disable=g-import-not-at-top
+  _parse(spec)
+  data_config = data.DataConfig()
+  from seqmnist import trainer  # pylint: disable=g-import-not-at-top
+  config = trainer.TrainerConfig()
+  splits = data.load(data_config, spec.data_dir)
+  torch.manual_seed(config.seed)
+  device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  n = (spec.steps + 3) * spec.batch_size
+  x = torch.from_numpy(data.to_sequences(
+      tf.constant(splits.train.images[:n]), data_config).numpy()).to(device)
+  y = torch.from_numpy(splits.train.labels[:n].astype('int64')).to(device)
+  steps_, features = data_config.sequence_shape
+  del steps_
+  rnn_class = {'gru': torch.nn.GRU, 'lstm': torch.nn.LSTM}[spec.cell]
+  rnn = rnn_class(features, spec.units, batch_first=True).to(device)
+  head = torch.nn.Linear(spec.units, data.NUM_CLASSES).to(device)
+  lr = 1e-3
+  optimizer = torch.optim.RMSprop([*rnn.parameters(), *head.parameters()],
+                                  lr=lr, alpha=0.9, eps=1e-7)
+  loss_fn = torch.nn.CrossEntropyLoss()
+
+  def step(i):
+    xb = x[i * spec.batch_size:(i + 1) * spec.batch_size]
+    yb = y[i * spec.batch_size:(i + 1) * spec.batch_size]
+    out, _ = rnn(xb)
+    loss = loss_fn(head(out[:, -1]), yb)
+    optimizer.zero_grad()
+    loss.backward()
+    if config.clip_norm:
+      for p in rnn.parameters():  # per variable, head excluded, as ours
+        torch.nn.utils.clip_grad_norm_([p], config.clip_norm)
+    optimizer.step()
+    return loss
+
+  for i in range(3):
+    step(i).item()
+  start = time.perf_counter()
+  for i in range(spec.steps):
+    loss = step(i + 3)
+  loss.item()
+  if device == 'cuda':
+    torch.cuda.synchronize()
+  seconds = time.perf_counter() - start
+  return {'examples_per_second': spec.steps * spec.batch_size / seconds,
+          'torch_threads': torch.get_num_threads(), 'device': device}
+
+
+def _measure(spec: Spec) -> dict:
+  if spec.variant == 'ours':
+    return _measure_trainer(spec)
+  if spec.variant == 'steps_per_loop_1':
+    return _measure_trainer(dataclasses.replace(spec, steps_per_loop=1))
+  if spec.variant == 'jit':
+    return _measure_trainer(spec, **{'Trainer.jit_compile': True})
+  if spec.variant == 'bf16':
+    return _measure_trainer(spec, **{'Model.precision': "'mixed_bfloat16'"})
+  if spec.variant == 'core_pipeline':
+    return _measure_core(spec, in_memory=False)
+  if spec.variant == 'core_in_memory':
+    return _measure_core(spec, in_memory=True)
+  if spec.variant == 'keras_fit':
+    return _measure_keras_fit(spec)
+  if spec.variant == 'torch':
+    return _measure_torch(spec)
+  raise ValueError(spec.variant)
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
+  """float32 GFLOP/s of a large matmul: the machine's practical peak."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  a = tf.random.normal([size, size])
+  b = tf.random.normal([size, size])
+  matmul = tf.function(lambda: tf.matmul(a, b))
+  matmul().numpy()
+  start = time.perf_counter()
+  for _ in range(repeats):
+    matmul().numpy()
+  return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def train_flops_per_example(task: str, cell: str, units: int) -> float:
+  """3x the forward matmul FLOPs (forward + backward) per example."""
+  steps, features = {'row': (28, 28), 'pixel': (784, 1)}[task]
+  gates = {'gru': 3, 'lstm': 4}[cell]
+  forward = steps * 2 * gates * (features * units + units * units)
+  forward += 2 * units * 10
+  return 3.0 * forward
+
+
+# The harness ------------------------------------------------------------
+
+
+def _run_worker(spec: Spec) -> dict:
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'seqmnist.bench',
+       f'--worker={json.dumps(dataclasses.asdict(spec))}'],
+      capture_output=True, text=True, env=env, check=False)
+  for line in proc.stdout.splitlines():
+    if line.startswith(RESULT_PREFIX):
+      return json.loads(line[len(RESULT_PREFIX):])
+  tail = (proc.stderr.strip().splitlines() or ['(no output)'])[-1]
+  return {'error': f'exit {proc.returncode}: {tail}'}
+
+
+def machine() -> dict:
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  cpu, flags_ = platform.processor(), ''
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name') and not cpu.strip(' x86_64'):
+          cpu = line.split(':', 1)[1].strip()
+        if line.startswith('flags') and not flags_:
+          flags_ = line
+  except OSError:
+    pass
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    torch_version = torch.__version__
+  except ImportError:
+    torch_version = None
+  return {
+      'cpu': cpu, 'cores': os.cpu_count(),
+      'bf16_instructions': 'avx512_bf16' in flags_ or 'amx_bf16' in flags_,
+      'gpus': [d.name for d in tf.config.list_physical_devices('GPU')],
+      'tensorflow': tf.__version__, 'keras': keras.__version__,
+      'torch': torch_version, 'python': platform.python_version(),
+  }
+
+
+def _median(values):
+  values = [v for v in values if v]
+  return statistics.median(values) if values else None
+
+
+def run(tasks, cells, variants, units, batch_size, steps, repeats, data_dir,
+        log=print) -> dict:
+  """Runs every (task, cell, variant) `repeats` times, alternating."""
+  specs = []
+  for task in tasks:
+    gin_file, per_loop, default_steps = TASKS[task]
+    del gin_file
+    n = steps or default_steps
+    per_loop = min(per_loop, n)
+    for cell in cells:
+      for variant in variants:
+        specs.append(Spec(variant, task, cell, units, batch_size, n, per_loop,
+                          data_dir))
+  runs = {s: [] for s in specs}
+  peaks = []
+  for r in range(repeats):
+    peaks.append(matmul_gflops())
+    for spec in specs:
+      result = _run_worker(spec)
+      runs[spec].append(result)
+      log(f'bench: repeat {r + 1}/{repeats} {spec.task} {spec.cell} '
+          f'{spec.variant}: ' + (f'{result["examples_per_second"]:,.0f} ex/s'
+                                 if result.get('examples_per_second')
+                                 else result.get('skipped') or
+                                 result.get('error')))
+  rows = []
+  for spec, results in runs.items():
+    ex_s = _median([r.get('examples_per_second') for r in results])
+    note = next((r.get('skipped') or r.get('error') for r in results
+                 if r.get('skipped') or r.get('error')), None)
+    rows.append({
+        **dataclasses.asdict(spec), 'runs': results,
+        'examples_per_second': ex_s,
+        'ms_per_step': 1000 * batch_size / ex_s if ex_s else None,
+        'note': note,
+        'gflops': (ex_s * train_flops_per_example(spec.task, spec.cell,
+                                                  units) / 1e9
+                   if ex_s else None),
+    })
+  return {'machine': machine(), 'matmul_gflops': _median(peaks),
+          'repeats': repeats, 'rows': rows}
+
+
+def _ratio(a, b):
+  return f'{a / b:.2f}x' if a and b else 'n/a'
+
+
+def markdown(report: dict) -> str:
+  """The table (and the derived ratios) as Markdown."""
+  m = report['machine']
+  peak = report['matmul_gflops']
+  lines = [
+      f'Machine: {m["cpu"]}, {m["cores"]} cores, GPUs: '
+      f'{", ".join(m["gpus"]) or "none"}; TensorFlow {m["tensorflow"]}, '
+      f'Keras {m["keras"]}, torch {m["torch"] or "not installed"}; '
+      f'{report["repeats"]} repetition(s), medians. Large float32 matmul: '
+      f'{peak:.1f} GFLOP/s.', '',
+      '| task | cell | variant | examples/s | ms/step | vs keras_fit | '
+      'vs torch | GFLOP/s (% of matmul) |',
+      '|---|---|---|---|---|---|---|---|']
+  by_key = {(r['task'], r['cell'], r['variant']): r for r in report['rows']}
+  for r in report['rows']:
+    ex_s = r['examples_per_second']
+    fit = by_key.get((r['task'], r['cell'], 'keras_fit'), {})
+    torch_row = by_key.get((r['task'], r['cell'], 'torch'), {})
+    if ex_s:
+      cells = [f'{ex_s:,.0f}', f'{r["ms_per_step"]:.1f}',
+               _ratio(ex_s, fit.get('examples_per_second')),
+               _ratio(ex_s, torch_row.get('examples_per_second')),
+               f'{r["gflops"]:.2f} ({100 * r["gflops"] / peak:.1f}%)']
+    else:
+      cells = [r['note'] or 'n/a', '', '', '', '']
+    lines.append(f'| {r["task"]} | {r["cell"]} | {r["variant"]} | ' +
+                 ' | '.join(cells) + ' |')
+  derived = []
+  for (task, cell, variant), r in by_key.items():
+    if variant != 'ours':
+      continue
+    get = lambda v, t=task, c=cell: by_key.get((t, c, v), {}).get(  # pylint: disable=g-long-lambda
+        'examples_per_second')
+    pipe, mem = get('core_pipeline'), get('core_in_memory')
+    if pipe and mem:
+      derived.append(f'- {task} {cell}: input pipeline overhead '
+                     f'{100 * (1 - pipe / mem):.1f}% (core_pipeline vs '
+                     'core_in_memory)')
+    for other, what in (('steps_per_loop_1', 'steps_per_loop many vs 1'),
+                        ('jit', 'XLA on vs off'), ('bf16', 'bf16 vs float32')):
+      if get(other) and r['examples_per_second']:
+        a, b = ((r['examples_per_second'], get(other)) if other ==
+                'steps_per_loop_1' else (get(other), r['examples_per_second']))
+        derived.append(f'- {task} {cell}: {what}: {_ratio(a, b)}')
+  if derived:
+    lines += ['', *derived]
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv):
+  del argv
+  if _WORKER.value:
+    spec = Spec(**json.loads(_WORKER.value))
+    print(RESULT_PREFIX + json.dumps(_measure(spec)), flush=True)
+    return
+  if _SMOKE.value:
+    tasks, cells, units, batch, steps, repeats = ['row'], ['gru'], 8, 32, 4, 1
+  else:
+    tasks, cells, units, batch = _TASKS.value, _CELLS.value, _UNITS.value, \
+        _BATCH.value
+    steps, repeats = _STEPS.value, _REPEATS.value
+  bad = ([t for t in tasks if t not in TASKS] +
+         [c for c in cells if c not in ('gru', 'lstm')] +
+         [v for v in _VARIANTS.value if v not in VARIANTS])
+  if bad:
+    sys.exit(f'seqmnist.bench: error: unknown task, cell or variant '
+             f'{bad[0]!r}; tasks: {", ".join(TASKS)}; cells: gru, lstm; '
+             f'variants: {", ".join(VARIANTS)}')
+  for name, value in (('units', units), ('batch_size', batch),
+                      ('repeats', repeats)):
+    if value < 1:
+      sys.exit(f'seqmnist.bench: error: --{name}={value} must be >= 1')
+  report = run(tasks, cells, _VARIANTS.value, units, batch, steps, repeats,
+               _DATA_DIR.value, log=lambda s: print(s, file=sys.stderr))
+  table = markdown(report)
+  print(table)
+  from seqmnist import rundir  # pylint: disable=g-import-not-at-top
+  rundir.write_json(_OUTPUT.value, {**report, 'markdown': table})
+
+
+if __name__ == '__main__':
+  app.run(main)
