@@ -12,7 +12,10 @@ within each repetition, and the table reports medians. Variants:
                    file): summaries and a checkpoint inside the timed span;
                    the first loop (tracing) and validation/test excluded
   keras_fit        the same model, optimizer (schedule, `clipnorm`) and batch
-                   through `model.compile` + `model.fit`
+                   through `model.compile` + `model.fit` as a user writes
+                   them: defaults, so jit_compile='auto' (XLA on a CPU), no
+                   op determinism
+  keras_fit_no_xla the same with jit_compile=False
   torch            a PyTorch model and update of the same shape (the `bench`
                    extra: pip install -e ".[bench]")
   core_pipeline    our tf.function loop alone, on the real input pipeline
@@ -42,7 +45,8 @@ from absl import flags
 
 VARIANTS = {
     'ours': 'our trainer (real loop: summaries, checkpoint)',
-    'keras_fit': 'Keras model.fit, same model/optimizer/batch',
+    'keras_fit': 'Keras model.fit, same model/optimizer/batch, defaults',
+    'keras_fit_no_xla': 'Keras model.fit, jit_compile=False',
     'torch': 'PyTorch reference, same model/update',
     'core_pipeline': 'our tf.function loop, real input pipeline',
     'core_in_memory': 'our tf.function loop, one in-memory batch',
@@ -117,7 +121,7 @@ def _measure_trainer(spec: Spec, **extra) -> dict:
   return {'examples_per_second': results['train_examples_per_second']}
 
 
-def _components(spec: Spec):
+def _components(spec: Spec, determinism: bool = True):
   """Strategy, configs and data as the trainer builds them."""
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -127,7 +131,7 @@ def _components(spec: Spec):
   data_config, config = data.DataConfig(), trainer.TrainerConfig()
   splits = data.load(data_config, spec.data_dir)
   keras.utils.set_random_seed(config.seed)
-  if config.deterministic:
+  if config.deterministic and determinism:
     tf.config.experimental.enable_op_determinism()
   return strategy, data_config, config, splits
 
@@ -163,10 +167,12 @@ def _measure_core(spec: Spec, in_memory: bool) -> dict:
           calls * spec.steps_per_loop * spec.batch_size / seconds}
 
 
-def _measure_keras_fit(spec: Spec) -> dict:
+def _measure_keras_fit(spec: Spec, jit_compile='auto') -> dict:
   import keras  # pylint: disable=g-import-not-at-top
   from seqmnist import data, models  # pylint: disable=g-import-not-at-top
-  _, data_config, config, splits = _components(spec)
+  # No op determinism: a Keras user does not ask for it, and with it Keras
+  # turns 'auto' XLA off.
+  _, data_config, config, splits = _components(spec, determinism=False)
   model = models.build(models.ModelConfig(), data_config.sequence_shape,
                        data.NUM_CLASSES, seed=config.seed)
   # What a Keras user writes: clipnorm clips each variable (the head too).
@@ -178,7 +184,7 @@ def _measure_keras_fit(spec: Spec) -> dict:
   model.compile(optimizer=optimizer,
                 loss=keras.losses.SparseCategoricalCrossentropy(
                     from_logits=True),
-                metrics=['accuracy'])
+                metrics=['accuracy'], jit_compile=jit_compile)
   dataset = data.train_dataset(splits.train, data_config, seed=config.seed,
                                start_step=0)
   model.fit(dataset, steps_per_epoch=spec.steps_per_loop, epochs=1,
@@ -259,6 +265,8 @@ def _measure(spec: Spec) -> dict:
     return _measure_core(spec, in_memory=True)
   if spec.variant == 'keras_fit':
     return _measure_keras_fit(spec)
+  if spec.variant == 'keras_fit_no_xla':
+    return _measure_keras_fit(spec, jit_compile=False)
   if spec.variant == 'torch':
     return _measure_torch(spec)
   raise ValueError(spec.variant)
@@ -392,20 +400,22 @@ def markdown(report: dict) -> str:
       f'{report["repeats"]} repetition(s), medians. Large float32 matmul: '
       f'{peak:.1f} GFLOP/s.', '',
       '| task | cell | variant | examples/s | ms/step | vs keras_fit | '
-      'vs torch | GFLOP/s (% of matmul) |',
-      '|---|---|---|---|---|---|---|---|']
+      'vs keras_fit_no_xla | vs torch | GFLOP/s (% of matmul) |',
+      '|---|---|---|---|---|---|---|---|---|']
   by_key = {(r['task'], r['cell'], r['variant']): r for r in report['rows']}
   for r in report['rows']:
     ex_s = r['examples_per_second']
     fit = by_key.get((r['task'], r['cell'], 'keras_fit'), {})
+    fit_no_xla = by_key.get((r['task'], r['cell'], 'keras_fit_no_xla'), {})
     torch_row = by_key.get((r['task'], r['cell'], 'torch'), {})
     if ex_s:
       cells = [f'{ex_s:,.0f}', f'{r["ms_per_step"]:.1f}',
                _ratio(ex_s, fit.get('examples_per_second')),
+               _ratio(ex_s, fit_no_xla.get('examples_per_second')),
                _ratio(ex_s, torch_row.get('examples_per_second')),
                f'{r["gflops"]:.2f} ({100 * r["gflops"] / peak:.1f}%)']
     else:
-      cells = [r['note'] or 'n/a', '', '', '', '']
+      cells = [r['note'] or 'n/a', '', '', '', '', '']
     lines.append(f'| {r["task"]} | {r["cell"]} | {r["variant"]} | ' +
                  ' | '.join(cells) + ' |')
   derived = []

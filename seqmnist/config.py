@@ -13,6 +13,7 @@ from typing import List, Sequence
 import gin
 
 # Importing these registers every configurable a gin file may name.
+from seqmnist import dashboard  # pylint: disable=unused-import
 from seqmnist import data  # pylint: disable=unused-import
 from seqmnist import distribute  # pylint: disable=unused-import
 from seqmnist import models  # pylint: disable=unused-import

@@ -7,8 +7,9 @@ under the old name. `check` compares the two operative configs binding by
 binding, macros resolved, and names the first difference that matters.
 
 Allowed to change on resume: the run length and cadences (`RESUMABLE`), the
-evaluation batch, how replicas are laid out (`Distribute.*`: the global batch
-and so the updates do not depend on it), and any binding that follows the
+evaluation batch, the divergence bound, XLA on or off, what the dashboard
+shows (`Dashboard.*`), how replicas are laid out (`Distribute.*`: the global
+batch and so the updates do not depend on it), and any binding that follows the
 run length through the same macro as `Trainer.steps` (in base.gin the cosine
 schedule's `decay_steps = %STEPS`).
 """
@@ -22,9 +23,9 @@ RESUMABLE = frozenset({
     'Trainer.steps', 'Trainer.steps_per_loop', 'Trainer.eval_every',
     'Trainer.checkpoint_every', 'Trainer.summary_every',
     'Trainer.histogram_every', 'Trainer.checkpoints_to_keep',
-    'Data.eval_batch_size',
+    'Trainer.max_loss', 'Trainer.jit_compile', 'Data.eval_batch_size',
 })
-RESUMABLE_PREFIXES = ('Distribute.',)
+RESUMABLE_PREFIXES = ('Distribute.', 'Dashboard.')
 
 _BINDING = re.compile(r'^([A-Za-z_][\w.]*(?:/[\w.]+)*)\s*=\s*(.*)$')
 _MACRO = re.compile(r'^%([A-Za-z_][\w.]*)$')

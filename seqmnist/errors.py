@@ -43,6 +43,20 @@ class Preempted(Exception):
   label = 'preempted'
 
 
+def exit_on_error(program: str, fn, *args):
+  """Runs fn(*args); a UserError or Preempted becomes one stderr line and
+  its exit code (the contract every command-line entry point keeps)."""
+  import sys  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  try:
+    return fn(*args)
+  except (UserError, Preempted) as e:
+    message = str(e).strip().splitlines()[0]
+    logging.error('%s', message)
+    print(f'{program}: {e.label}: {message}', file=sys.stderr)
+    sys.exit(e.exit_code)
+
+
 def check_int(name: str, value, minimum: int) -> None:
   """Raises ConfigError unless value is an int (not a bool) >= minimum."""
   if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

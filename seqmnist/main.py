@@ -7,15 +7,12 @@ Flags hold only the execution environment; everything about the experiment
 is gin (see gin/ and the README).
 """
 
-import sys
-
 from absl import app
 from absl import flags
-from absl import logging
 
 from seqmnist import config
 from seqmnist import trainer
-from seqmnist.errors import Preempted, UserError
+from seqmnist.errors import UserError, exit_on_error
 
 _GIN_FILE = flags.DEFINE_multi_string(
     'gin_file', [], 'Gin config file(s): a path, or a name shipped in the '
@@ -31,19 +28,17 @@ _DATA_DIR = flags.DEFINE_string(
     "or TFDS's data_dir; default: TFDS's own, downloading if needed.")
 
 
+def _train():
+  if not _GIN_FILE.value:
+    raise UserError('--gin_file is required, e.g. --gin_file=row.gin')
+  config.parse(_GIN_FILE.value, _GIN_PARAM.value)
+  return trainer.train_and_evaluate(_MODEL_DIR.value, _DATA_DIR.value)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  try:
-    if not _GIN_FILE.value:
-      raise UserError('--gin_file is required, e.g. --gin_file=row.gin')
-    config.parse(_GIN_FILE.value, _GIN_PARAM.value)
-    results = trainer.train_and_evaluate(_MODEL_DIR.value, _DATA_DIR.value)
-  except (UserError, Preempted) as e:
-    message = str(e).strip().splitlines()[0]
-    logging.error('%s', message)
-    print(f'seqmnist: {e.label}: {message}', file=sys.stderr)
-    sys.exit(e.exit_code)
+  results = exit_on_error('seqmnist', _train)
   print(f'test accuracy {results["test_accuracy"]:.4f} '
         f'(best validation {results["best_val_accuracy"]:.4f} at step '
         f'{results["best_step"]}); results in {_MODEL_DIR.value}')

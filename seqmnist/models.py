@@ -18,7 +18,7 @@ from seqmnist.errors import ConfigError, check_int
 # Name of the Dense head; the default `Trainer.clip_exclude` matches it.
 HEAD_NAME = 'head'
 
-PRECISIONS = ('float32', 'mixed_bfloat16')
+PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16')
 
 CELLS = {
     'gru': keras.layers.GRU,
@@ -41,10 +41,11 @@ class ModelConfig:
       (as in "Building RNN Models to Solve Sequential MNIST"). Its statistics
       are synchronised over replicas, so the result does not depend on them.
     head_initializer: Keras initializer name of the Dense head's kernel.
-    precision: 'float32', or 'mixed_bfloat16' (bf16 compute, float32
-      weights; CPUs with AVX512_BF16/AMX and recent GPUs). The head always
-      computes in float32. ('mixed_float16' needs dynamic loss scaling inside
-      the custom step, which is not implemented yet.)
+    precision: 'float32'; 'mixed_bfloat16' (bf16 compute, float32 weights;
+      CPUs with AVX512_BF16/AMX, and Ampere or later GPUs); or
+      'mixed_float16' (float16 compute, float32 weights, dynamic loss
+      scaling: for GPUs with tensor cores). The head always computes in
+      float32.
   """
   cell: str = 'gru'
   units: int = 128
@@ -57,8 +58,7 @@ class ModelConfig:
     if self.precision not in PRECISIONS:
       raise ConfigError(
           f'Model.precision={self.precision!r} is not one of '
-          f'{", ".join(repr(p) for p in PRECISIONS)} (mixed_float16 needs '
-          'loss scaling, not implemented yet)')
+          f'{", ".join(repr(p) for p in PRECISIONS)}')
     if self.cell not in CELLS:
       raise ConfigError(f'Model.cell={self.cell!r} is not one of '
                         f'{", ".join(repr(c) for c in CELLS)}')
@@ -73,6 +73,11 @@ class ModelConfig:
       raise ConfigError(
           f'Model.head_initializer={self.head_initializer!r} is not a Keras '
           "initializer name such as 'orthogonal' or 'glorot_uniform'") from e
+
+
+def needs_loss_scaling(config: ModelConfig) -> bool:
+  """float16 gradients underflow without loss scaling; bfloat16 ones do not."""
+  return config.precision == 'mixed_float16'
 
 
 def build(config: ModelConfig, sequence_shape, num_classes: int,

@@ -45,10 +45,19 @@ def check(name, learning_rate) -> None:
         'or a schedule such as @CosineDecay()')
 
 
-def build(name: str, learning_rate) -> keras.optimizers.Optimizer:
-  """A fresh optimizer; call it under `strategy.scope()`."""
+def build(name: str, learning_rate,
+          loss_scale: bool = False) -> keras.optimizers.Optimizer:
+  """A fresh optimizer; call it under `strategy.scope()`.
+
+  With `loss_scale` (float16 compute) it is wrapped in Keras'
+  LossScaleOptimizer: dynamic scaling, halved and the step skipped when a
+  gradient overflows, doubled after 2000 clean steps.
+  """
   check(name, learning_rate)
   if not isinstance(learning_rate,
                     keras.optimizers.schedules.LearningRateSchedule):
     learning_rate = float(learning_rate)
-  return OPTIMIZERS[name](learning_rate=learning_rate)
+  optimizer = OPTIMIZERS[name](learning_rate=learning_rate)
+  if loss_scale:
+    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+  return optimizer

@@ -31,7 +31,7 @@ MEAN = tf.distribute.ReduceOp.MEAN
 # loop's steps of per-step means; the rest are sums of counts.
 TRAIN_METRICS = ('loss', 'grad_norm', 'clipped_grad_norm', 'clipped_fraction',
                  'correct', 'examples')
-EVAL_METRICS = ('loss_sum', 'correct', 'examples')
+EVAL_METRICS = ('loss_sum', 'correct', 'examples', 'confusion')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +48,10 @@ class StepOptions:
       loss or gradient is NaN or Inf); 0 = no bound.
     jit_compile: compile each replica's forward and backward pass with XLA
       (the all-reduce, clipping and update stay outside it).
+    loss_scale: the optimizer is a keras LossScaleOptimizer (float16): the
+      loss is scaled before the backward pass, gradients are unscaled before
+      clipping, and a step whose gradients overflow is skipped by the
+      optimizer (not a divergence).
   """
   global_batch_size: int
   clip_norm: float
@@ -55,6 +59,7 @@ class StepOptions:
   histogram_every: int = 0
   max_loss: float = 0.0
   jit_compile: bool = False
+  loss_scale: bool = False
 
 
 def _per_example_loss(labels, logits):
@@ -103,7 +108,8 @@ def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model,
       loss = tf.nn.compute_average_loss(
           _per_example_loss(labels, logits),
           global_batch_size=options.global_batch_size)
-    return loss, logits, tape.gradient(loss, variables)
+      scaled = optimizer.scale_loss(loss) if options.loss_scale else loss
+    return loss, logits, tape.gradient(scaled, variables)
 
   if options.jit_compile:
     forward_backward = tf.function(forward_backward, jit_compile=True)
@@ -112,10 +118,20 @@ def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model,
     ctx = tf.distribute.get_replica_context()
     loss, logits, grads = forward_backward(sequences, labels)
     grads = ctx.all_reduce(SUM, grads)
+    if options.loss_scale:
+      scale = tf.cast(optimizer.dynamic_scale, tf.float32)
+      grads = [g / scale for g in grads]
     clipped, stats = clipping.clip_gradients(
         grads, variables, options.clip_norm, options.clip_exclude)
     replicas = ctx.num_replicas_in_sync
     to_apply = clipped if replicas == 1 else [g / replicas for g in clipped]
+    if options.loss_scale:
+      # The optimizer unscales (and skips the step on overflow) itself. The
+      # scale is a power of two: multiplying back is exact.
+      to_apply = [g * scale for g in to_apply]
+      finite = optimizer.check_finite(grads)
+      stats = {k: tf.where(finite, v, tf.zeros_like(v))
+               for k, v in stats.items()}
     optimizer.apply_gradients(zip(to_apply, variables))
     metrics = dict(stats, loss=loss, correct=_correct(labels, logits),
                    examples=tf.cast(tf.shape(labels)[0], tf.float32))
@@ -159,6 +175,7 @@ def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model,
       last = {k: reduced[k] for k in last}
       # Reduced values are the same on every replica and worker, so all of
       # them leave the loop at the same step.
+      # (Under loss scaling an overflowing gradient is skipped, not fatal.)
       diverged = ~(tf.math.is_finite(reduced['loss']) &
                    tf.math.is_finite(reduced['grad_norm']))
       if options.max_loss > 0:
@@ -176,19 +193,26 @@ def make_eval_loop(strategy: tf.distribute.Strategy, model: keras.Model):
   """Returns `eval_loop(iterator, num_steps) -> dict of metric sums`.
 
   The iterator yields (sequences, labels, weights); weight-0 rows are padding.
+  Sums: loss_sum, correct, examples, and confusion [true, predicted] counts.
   """
+  num_classes = model.output_shape[-1]
 
   def replica_step(sequences, labels, weights):
     logits = model(sequences, training=False)
+    predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
     return {
         'loss_sum': tf.reduce_sum(_per_example_loss(labels, logits) * weights),
         'correct': _correct(labels, logits, weights),
         'examples': tf.reduce_sum(weights),
+        'confusion': tf.math.confusion_matrix(
+            tf.cast(labels, tf.int32), predicted, num_classes=num_classes,
+            weights=weights, dtype=tf.float32),
     }
 
   @tf.function
   def eval_loop(iterator, num_steps):
     totals = {k: tf.constant(0.0) for k in EVAL_METRICS}
+    totals['confusion'] = tf.zeros([num_classes, num_classes])
     for _ in tf.range(num_steps):
       sequences, labels, weights = next(iterator)
       out = strategy.run(replica_step, (sequences, labels, weights))

@@ -1,4 +1,6 @@
-"""TensorBoard event files: model_dir/train/ and model_dir/validation/.
+"""TensorBoard event files: model_dir/{train,validation,test}/, and the run's
+HParams in model_dir itself (TensorBoard's HParams plugin treats the folder
+holding them as the run and finds its metrics in the subfolders).
 
 Only the chief writes; every other worker gets no-op writers, so the calls
 stay the same everywhere and nothing depends on who runs them.
@@ -11,6 +13,7 @@ import tensorflow as tf
 
 TRAIN = 'train'
 VALIDATION = 'validation'
+TEST = 'test'
 
 
 class Summaries:
@@ -23,6 +26,9 @@ class Summaries:
       return tf.summary.create_noop_writer()
     self.train = writer(TRAIN)
     self.validation = writer(VALIDATION)
+    self.test = writer(TEST)
+    self.root = writer('')
+    self._writers = (self.train, self.validation, self.test, self.root)
 
   def scalars(self, writer, values: Mapping[str, float], step: int) -> None:
     with writer.as_default(step=step):
@@ -30,7 +36,11 @@ class Summaries:
         tf.summary.scalar(name, value)
     writer.flush()
 
+  def flush(self) -> None:
+    for writer in self._writers:
+      writer.flush()
+
   def close(self) -> None:
-    for writer in (self.train, self.validation):
+    for writer in self._writers:
       writer.flush()
       writer.close()

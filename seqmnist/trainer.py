@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from seqmnist import checkpoints
+from seqmnist import dashboard as dashboard_lib
 from seqmnist import data
 from seqmnist import distribute
 from seqmnist import drift
@@ -67,7 +68,8 @@ class TrainerConfig:
     deterministic: enable TensorFlow op determinism.
     jit_compile: compile each replica's forward and backward pass with XLA.
       For CPUs: on a GPU it would replace the cuDNN kernel, so leave it off
-      there; not with Model.batch_norm (its all-reduce cannot be compiled).
+      there; not with Model.batch_norm over several replicas (its
+      all-reduce cannot be compiled).
   """
   steps: int = 1000
   steps_per_loop: int = 100
@@ -137,10 +139,13 @@ def train_and_evaluate(model_dir: str, data_dir: Optional[str]) -> dict:
   data_config = data.DataConfig()
   model_config = models.ModelConfig()
   config = TrainerConfig()
-  if config.jit_compile and model_config.batch_norm:
-    raise ConfigError('Trainer.jit_compile=True cannot compile '
-                      "Model.batch_norm=True's synchronised statistics; turn "
-                      'one of them off')
+  dashboard_config = dashboard_lib.DashboardConfig()
+  if (config.jit_compile and model_config.batch_norm and
+      strategy.num_replicas_in_sync > 1):
+    raise ConfigError(
+        'Trainer.jit_compile=True cannot compile Model.batch_norm=True\'s '
+        f'all-reduce over {strategy.num_replicas_in_sync} replicas; turn one '
+        'of them off')
   rundir.check_writable(model_dir)
   _check_resumable(model_dir)
   data.check_batches(data_config, strategy.num_replicas_in_sync)
@@ -161,7 +166,8 @@ def train_and_evaluate(model_dir: str, data_dir: Optional[str]) -> dict:
         prefix=f'seqmnist-{distribute.worker_id(strategy)}-')
   try:
     return _train_and_evaluate(strategy, data_config, model_config, config,
-                               splits, model_dir, is_chief, write_dir)
+                               dashboard_config, splits, model_dir, is_chief,
+                               write_dir)
   finally:
     if write_dir:
       shutil.rmtree(write_dir, ignore_errors=True)
@@ -175,12 +181,15 @@ def _check_resumable(model_dir):
       drift.check(f.read(), gin.operative_config_str(), saved)
 
 
-def _train_and_evaluate(strategy, data_config, model_config, config, splits,
-                        model_dir, is_chief, write_dir):
+def _train_and_evaluate(strategy, data_config, model_config, config,
+                        dashboard_config, splits, model_dir, is_chief,
+                        write_dir):
   with strategy.scope():
     model = models.build(model_config, data_config.sequence_shape,
                          data.NUM_CLASSES, seed=config.seed)
-    optimizer = optimizers.build(config.optimizer, config.learning_rate)
+    optimizer = optimizers.build(
+        config.optimizer, config.learning_rate,
+        loss_scale=models.needs_loss_scaling(model_config))
     optimizer.build(model.trainable_variables)
     ckpts = checkpoints.RunCheckpoints(
         model_dir, model=model, optimizer=optimizer,
@@ -189,9 +198,10 @@ def _train_and_evaluate(strategy, data_config, model_config, config, splits,
   step = int(optimizer.iterations.numpy())
   if restored:
     logging.info('Resumed from %s at step %d.', restored, step)
+  operative_config = gin.operative_config_str()
   if is_chief:
     rundir.write_atomic(os.path.join(model_dir, rundir.OPERATIVE_CONFIG),
-                        gin.operative_config_str())
+                        operative_config)
 
   results_path = os.path.join(model_dir, rundir.RESULTS)
   if step >= config.steps and os.path.exists(results_path):
@@ -201,7 +211,14 @@ def _train_and_evaluate(strategy, data_config, model_config, config, splits,
 
   loop = _Loop(strategy=strategy, model=model, optimizer=optimizer,
                ckpts=ckpts, splits=splits, data_config=data_config,
-               config=config, model_dir=model_dir, is_chief=is_chief)
+               config=config, model_dir=model_dir, is_chief=is_chief,
+               loss_scale=models.needs_loss_scaling(model_config))
+  if is_chief:
+    loop.dashboard = dashboard_lib.Dashboard(
+        dashboard_config, model, splits.validation, data_config,
+        loop.summaries)
+    loop.dashboard.start(step, operative_config, dashboard_lib.hparams(
+        model_config, data_config, config, strategy.num_replicas_in_sync))
   try:
     results = loop.run(step)
   finally:
@@ -274,7 +291,7 @@ class _Loop:
   """The state of one invocation of the training loop."""
 
   def __init__(self, *, strategy, model, optimizer, ckpts, splits,
-               data_config, config, model_dir, is_chief):
+               data_config, config, model_dir, is_chief, loss_scale):
     self.strategy = strategy
     self.model = model
     self.optimizer = optimizer
@@ -291,8 +308,9 @@ class _Loop:
             clip_exclude=tuple(config.clip_exclude),
             histogram_every=config.histogram_every,
             max_loss=float(config.max_loss),
-            jit_compile=config.jit_compile))
+            jit_compile=config.jit_compile, loss_scale=loss_scale))
     self.eval_loop = steps_lib.make_eval_loop(strategy, model)
+    self.dashboard = None  # the chief's (see dashboard.py)
 
   def _train_iterator(self, start_step):
     dataset = self.strategy.distribute_datasets_from_function(
@@ -307,9 +325,11 @@ class _Loop:
     sums = self.eval_loop(
         iter(dataset),
         tf.constant(data.eval_steps(split, self.data_config)))
+    confusion = sums.pop('confusion').numpy()
     sums = {k: float(v.numpy()) for k, v in sums.items()}
     return {'loss': sums['loss_sum'] / sums['examples'],
-            'accuracy': sums['correct'] / sums['examples']}
+            'accuracy': sums['correct'] / sums['examples'],
+            'confusion': confusion}
 
   def _next_stop(self, step):
     """The next step at which the loop must return to Python."""
@@ -397,7 +417,10 @@ class _Loop:
     distribute.barrier(self.strategy)  # the chief's best/ is written
     best_path = self.ckpts.restore_best_weights()
     test = self.evaluate(self.splits.test)
-    logging.info('Test (best checkpoint %s): %s', best_path, test)
+    logging.info('Test (best checkpoint %s): loss %.4f accuracy %.4f',
+                 best_path, test['loss'], test['accuracy'])
+    if self.dashboard:
+      self.dashboard.on_test(step, test, test['confusion'], best_path)
     fingerprint = weights_fingerprint(self.model)
     logging.info('Weights fingerprint (the same on every worker): %s',
                  fingerprint)
@@ -418,7 +441,10 @@ class _Loop:
 
   def _validate(self, step):
     val = self.evaluate(self.splits.validation)
-    self.summaries.scalars(self.summaries.validation, val, step)
+    self.summaries.scalars(self.summaries.validation,
+                           {k: val[k] for k in ('loss', 'accuracy')}, step)
+    if self.dashboard:
+      self.dashboard.on_validation(step)
     improved = self.ckpts.record_validation(step, val['accuracy'])
     logging.info('step %d validation: loss %.4f accuracy %.4f%s', step,
                  val['loss'], val['accuracy'], ' (best)' if improved else '')

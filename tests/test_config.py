@@ -14,6 +14,8 @@ from seqmnist.errors import ConfigError
 
 SHIPPED = sorted(f for f in os.listdir(config.gin_dir())
                  if f.endswith('.gin') and f != 'base.gin')
+ARTICLES = sorted('articles/' + f for f in
+                  os.listdir(os.path.join(config.gin_dir(), 'articles')))
 
 
 @pytest.fixture(autouse=True)
@@ -31,13 +33,38 @@ def test_row_pixel_permuted_are_shipped():
   assert {'row.gin', 'pixel.gin', 'permuted.gin'} <= set(SHIPPED)
 
 
-@pytest.mark.parametrize('name', SHIPPED)
+@pytest.mark.parametrize('name', SHIPPED + ARTICLES)
 def test_each_shipped_gin_file_parses_and_builds(name):
   config.parse([name], [])
   data_config, model_config, trainer_config, _ = _build_all()
   assert data_config.order in data.ORDERS
   assert model_config.units >= 1
   assert trainer_config.steps >= 1
+
+
+@pytest.mark.parametrize('name, expected', [
+    ('articles/day25_rnn.gin', ('row', 'simple', 128, 1, 'adam', 0.01, 100,
+                                5000, 0.0)),
+    ('articles/day25_lstm.gin', ('row', 'lstm', 128, 1, 'adam', 0.01, 100,
+                                 5000, 0.0)),
+    ('articles/popkes_lstm.gin', ('row', 'lstm', 20, 3, 'adam', 0.01, 100,
+                                  2200, 0.0)),
+    ('articles/understanding_lstm.gin', ('row', 'lstm', 128, 1, 'adam', 1e-3,
+                                         128, 800, 0.0)),
+    ('articles/ceshine_pixel_gru.gin', ('pixel', 'gru', 128, 1, 'rmsprop',
+                                        None, 128, 21500, 2.0)),
+    ('articles/ceshine_permuted_gru.gin', ('permuted', 'gru', 128, 1,
+                                           'rmsprop', None, 128, 21500, 2.0)),
+])
+def test_article_configs_carry_the_articles_recipes(name, expected):
+  config.parse([name], [])
+  d, m, t, _ = _build_all()
+  lr = t.learning_rate if isinstance(t.learning_rate, float) else None
+  assert (d.order, m.cell, m.units, m.layers, t.optimizer, lr, d.batch_size,
+          t.steps, t.clip_norm) == expected
+  if name.startswith('articles/ceshine'):
+    assert m.batch_norm and d.permutation_seed == 100
+    assert t.clip_exclude == ['(^|/)head/']
 
 
 def test_orders_of_the_task_files():

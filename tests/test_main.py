@@ -202,3 +202,38 @@ def _assert_clean_failure(result, message):
             if line.startswith('seqmnist: error: ')]
   assert len(errors) == 1, result.stderr[-2000:]
   assert message in errors[0]
+
+
+@pytest.mark.parametrize('params', [
+    ("Model.precision='mixed_bfloat16'",),
+    # float16 compute on the CPU (slow, but the same code as on a GPU): the
+    # loss is scaled, gradients unscaled before clipping, overflowing steps
+    # skipped by Keras' LossScaleOptimizer.
+    ("Model.precision='mixed_float16'",),
+    ('Trainer.jit_compile=True',),
+], ids=['bf16', 'fp16-loss-scaled', 'xla'])
+def test_precision_and_xla_options_train(tmp_path, mnist_dir, params):
+  model_dir = tmp_path / 'run'
+  _train(model_dir, mnist_dir, 'Trainer.steps=40', 'Trainer.eval_every=40',
+         'Trainer.checkpoint_every=40', *params)
+  results = _results(model_dir)
+  assert results['global_step'] == 40
+  assert results['test_accuracy'] > 0.25  # chance is 0.10
+  weights = _weights(tf.train.latest_checkpoint(str(model_dir /
+                                                    'checkpoints')))
+  if 'mixed_float16' in params[0]:
+    scale = [v for k, v in weights.items() if 'dynamic_scale' in k]
+    assert len(scale) == 1 and scale[0] > 0  # the loss scale is saved
+  assert all(np.all(np.isfinite(w)) for w in weights.values())
+
+
+def test_xla_with_batch_norm_over_replicas_is_refused(tmp_path, mnist_dir):
+  # (One replica compiles fine; two fail inside XLA on the BN all-reduce.)
+  result = run_cli('--gin_file=row.gin', f'--model_dir={tmp_path}/run',
+                   f'--data_dir={mnist_dir}',
+                   *gin_params('Trainer.jit_compile=True',
+                               "Distribute.strategy='mirrored'",
+                               'Distribute.logical_cpus=2'))
+  _assert_clean_failure(result, "Trainer.jit_compile=True cannot compile "
+                        "Model.batch_norm=True's all-reduce over 2 replicas")
+  assert not (tmp_path / 'run').exists()

@@ -1,0 +1,85 @@
+r"""Classifies digits with an exported SavedModel (see export.py).
+
+  python -m seqmnist.predict --export_dir=DIR FILE [FILE...]
+
+FILE: a PNG (grayscale or colour, any size: converted to gray and resized to
+28x28; MNIST convention, a light digit on a dark ground, or pass --invert)
+or an IDX image file such as t10k-images-idx3-ubyte[.gz] (every image in it).
+Prints one line per image: `NAME: DIGIT (p=PROBABILITY)`, where NAME is the
+file, or `file[index]` inside an IDX file.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+import numpy as np
+import tensorflow as tf
+
+from seqmnist import data
+from seqmnist import idx
+from seqmnist.errors import DataError, UserError, exit_on_error
+
+_EXPORT_DIR = flags.DEFINE_string('export_dir', None,
+                                  'A SavedModel written by seqmnist.export.')
+_INVERT = flags.DEFINE_boolean('invert', False, 'PNGs are dark digits on a '
+                               'light ground: invert them first.')
+_BATCH = flags.DEFINE_integer('batch_size', 1000, 'Images per call.')
+
+
+def load_images(path: str, invert: bool = False):
+  """[(name, uint8 [n, 28, 28])] from a PNG or IDX file."""
+  if not os.path.isfile(path):
+    raise UserError(f'{path} does not exist')
+  if path.lower().endswith('.png'):
+    try:
+      image = tf.io.decode_png(tf.io.read_file(path), channels=1)
+    except tf.errors.InvalidArgumentError as e:
+      raise DataError(f'{path} is not a readable PNG: {e.message}') from e
+    if image.shape[:2] != (data.IMAGE_SIZE, data.IMAGE_SIZE):
+      image = tf.image.resize(image, [data.IMAGE_SIZE, data.IMAGE_SIZE],
+                              method='area')
+    image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    pixels = image.numpy()[None, :, :, 0]
+    if invert:
+      pixels = 255 - pixels
+    return [os.path.basename(path)], pixels
+  pixels = idx.read(path, expected_ndim=3)
+  if pixels.shape[1:] != (data.IMAGE_SIZE, data.IMAGE_SIZE):
+    raise DataError(f'IDX file {path} holds {pixels.shape[1]}x'
+                    f'{pixels.shape[2]} images; 28x28 expected')
+  name = os.path.basename(path)
+  return [f'{name}[{i}]' for i in range(len(pixels))], pixels
+
+
+def predict(export_dir: str, paths, invert=False, batch_size=1000):
+  """[(name, digit, probability)] for every image of every file."""
+  if not export_dir or not os.path.isdir(export_dir):
+    raise UserError(f'--export_dir={export_dir} is not a SavedModel folder '
+                    '(write one with python -m seqmnist.export)')
+  if not paths:
+    raise UserError('give at least one PNG or IDX file to classify')
+  if batch_size < 1:
+    raise UserError(f'--batch_size={batch_size} must be >= 1')
+  inputs = [load_images(p, invert) for p in paths]  # all checked first
+  serve = tf.saved_model.load(export_dir).signatures['serving_default']
+  out = []
+  for names, pixels in inputs:
+    for start in range(0, len(pixels), batch_size):
+      probs = serve(images=tf.constant(
+          pixels[start:start + batch_size]))['probabilities'].numpy()
+      for name, p in zip(names[start:start + batch_size], probs):
+        digit = int(np.argmax(p))
+        out.append((name, digit, float(p[digit])))
+  return out
+
+
+def main(argv):
+  lines = exit_on_error('seqmnist.predict', predict, _EXPORT_DIR.value,
+                        argv[1:], _INVERT.value, _BATCH.value)
+  for name, digit, p in lines:
+    print(f'{name}: {digit} (p={p:.3f})')
+
+
+if __name__ == '__main__':
+  app.run(main)
