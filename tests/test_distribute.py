@@ -17,7 +17,9 @@ import tensorflow as tf
 from conftest import FAST, REPO, gin_params, run_cli
 from test_main import _assert_clean_failure, _results, _tags, _weights
 
-RUN_FILES = {'best', 'checkpoints', 'train', 'validation',
+# The root holds the HParams event file (TensorBoard's HParams plugin reads
+# the session there and its metrics from the train/validation/test runs).
+RUN_FILES = {'best', 'checkpoints', 'train', 'validation', 'test',
              'operative_config.gin', 'results.json'}
 SHORT = (*FAST, 'Trainer.steps=20', 'Trainer.eval_every=20',
          'Trainer.checkpoint_every=20')
@@ -89,7 +91,9 @@ def test_two_local_workers(tmp_path, mnist_dir):
                           'Distribute.all_reduce=\'ring\'')
   assert result.returncode == 0, result.stdout + result.stderr
   # Only the chief's files; the other worker's temporary saves are gone.
-  assert set(os.listdir(model_dir)) == RUN_FILES
+  names = set(os.listdir(model_dir))
+  root_events = {n for n in names if n.startswith('events.out.tfevents.')}
+  assert names - root_events == RUN_FILES and len(root_events) == 1
   assert not os.listdir(tmp_path / 'tmp')
   results = _results(model_dir)
   assert results['replicas'] == 2 and results['global_step'] == 20

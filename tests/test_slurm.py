@@ -64,6 +64,12 @@ def _job_field(job_id, field):
   return match.group(1) if match else None
 
 
+def _node_idle():
+  state = subprocess.run(['sinfo', '-h', '-o', '%T'], capture_output=True,
+                         text=True, check=False, timeout=30).stdout
+  return state.strip() == 'idle'
+
+
 def test_preempted_job_requeues_itself_and_resumes(tmp_path, mnist_dir):
   reason = _slurm_node_up()
   if reason:
@@ -89,24 +95,32 @@ def test_preempted_job_requeues_itself_and_resumes(tmp_path, mnist_dir):
       time.sleep(0.1)
     # What Slurm does before a time limit (--signal) or a preemption.
     subprocess.run(['scancel', '--signal=TERM', job], check=True)
-    states = []
+    states, released = [], False
     while time.time() < deadline:
       state = _job_field(job, 'JobState')
       if not states or states[-1] != state:
         states.append(state)
-      if state == 'PENDING' and _job_field(job, 'Restarts') == '1':
+      if (state == 'PENDING' and _job_field(job, 'Restarts') == '1'
+          and not released):
         # Slurm holds a requeued job for 120 s (Reason=BeginTime); an
-        # administrator's shortcut, so the test does not wait it out.
-        subprocess.run(['scontrol', 'update', f'jobid={job}',
-                        'starttime=now'], check=False)
+        # administrator's shortcut, so the test does not wait it out. The
+        # hold exists because slurmd refuses to relaunch a job it is still
+        # cleaning up ("Job credential revoked" within the same second), so
+        # release it only once the node is idle again, and a moment later.
+        if _node_idle():
+          time.sleep(2)
+          subprocess.run(['scontrol', 'update', f'jobid={job}',
+                          'starttime=now'], check=False)
+          released = True
       if state in ('COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT'):
         break
       time.sleep(1)
   finally:
     subprocess.run(['scancel', job], check=False)
   batch_log = (tmp_path / f'slurm-{job}.out').read_text()
-  dump = batch_log + ''.join(p.read_text()[-2000:] for p in logs.glob('*'))
-  assert states[-1] == 'COMPLETED', (states, dump)
+  if states[-1] != 'COMPLETED':  # everything, where pytest shows it in full
+    print(batch_log, *(p.read_text()[-4000:] for p in sorted(logs.glob('*'))))
+  assert states[-1] == 'COMPLETED', states
   assert 'PENDING' in states and _job_field(job, 'Restarts') == '1', states
   assert f'requeueing job {job}' in batch_log, batch_log
   for task in (0, 1):  # each task's log, appended to across the requeue
