@@ -29,21 +29,27 @@ def _slurm_node_up():
   return None
 
 
+def _sbatch(tmp_path, mnist_dir, mode, port, timeout, gin):
+  """A 2-task row job through launch/slurm/train.sbatch; run in tmp_path/run,
+  task logs in tmp_path/logs, the batch log in tmp_path/slurm-<job>.out."""
+  env = dict(os.environ, PYTHON=sys.executable,
+             SEQMNIST_LOG_DIR=str(tmp_path / 'logs'),
+             TF_CPP_MIN_LOG_LEVEL='2', SEQMNIST_PORT=str(port))
+  return subprocess.run(
+      ['sbatch', mode, '--ntasks=2', f'--chdir={REPO}',
+       f'--output={tmp_path}/slurm-%j.out', 'launch/slurm/train.sbatch',
+       '--gin_file=row.gin', f'--model_dir={tmp_path / "run"}',
+       f'--data_dir={mnist_dir}', *gin_params(*FAST, *gin)],
+      env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
 def test_sbatch_two_tasks_train_together(tmp_path, mnist_dir):
   reason = _slurm_node_up()
   if reason:
     pytest.skip(f'SLURM NOT AVAILABLE, real-cluster test not run: {reason}')
-  model_dir = tmp_path / 'run'
-  logs = tmp_path / 'logs'
-  env = dict(os.environ, PYTHON=sys.executable, SEQMNIST_LOG_DIR=str(logs),
-             TF_CPP_MIN_LOG_LEVEL='2', SEQMNIST_PORT='23456')
-  result = subprocess.run(
-      ['sbatch', '--wait', '--ntasks=2', f'--chdir={REPO}',
-       f'--output={tmp_path}/slurm-%j.out', 'launch/slurm/train.sbatch',
-       '--gin_file=row.gin', f'--model_dir={model_dir}',
-       f'--data_dir={mnist_dir}',
-       *gin_params(*FAST, 'Trainer.steps=20', 'Trainer.eval_every=20')],
-      env=env, capture_output=True, text=True, timeout=900, check=False)
+  model_dir, logs = tmp_path / 'run', tmp_path / 'logs'
+  result = _sbatch(tmp_path, mnist_dir, '--wait', port=23456, timeout=900,
+                   gin=('Trainer.steps=20', 'Trainer.eval_every=20'))
   task_logs = sorted(logs.glob('slurm-*.task-*.log'))
   dump = '\n'.join(p.read_text()[-2000:] for p in task_logs)
   assert result.returncode == 0, result.stdout + result.stderr + dump
@@ -75,16 +81,12 @@ def test_preempted_job_requeues_itself_and_resumes(tmp_path, mnist_dir):
   if reason:
     pytest.skip(f'SLURM NOT AVAILABLE, real-cluster test not run: {reason}')
   model_dir, logs = tmp_path / 'run', tmp_path / 'logs'
-  env = dict(os.environ, PYTHON=sys.executable, SEQMNIST_LOG_DIR=str(logs),
-             TF_CPP_MIN_LOG_LEVEL='2', SEQMNIST_PORT='23466')
-  submitted = subprocess.run(
-      ['sbatch', '--parsable', '--ntasks=2', f'--chdir={REPO}',
-       f'--output={tmp_path}/slurm-%j.out', 'launch/slurm/train.sbatch',
-       '--gin_file=row.gin', f'--model_dir={model_dir}',
-       f'--data_dir={mnist_dir}',
-       *gin_params(*FAST, 'Trainer.steps_per_loop=1', 'Trainer.steps=100',
-                   'Trainer.eval_every=20', 'Trainer.checkpoint_every=20')],
-      env=env, capture_output=True, text=True, timeout=60, check=True)
+  submitted = _sbatch(tmp_path, mnist_dir, '--parsable', port=23466,
+                      timeout=60, gin=('Trainer.steps_per_loop=1',
+                                       'Trainer.steps=100',
+                                       'Trainer.eval_every=20',
+                                       'Trainer.checkpoint_every=20'))
+  assert submitted.returncode == 0, submitted.stderr
   job = submitted.stdout.strip().split(';')[0]
   task0 = logs / f'slurm-{job}.task-0.log'
   try:
