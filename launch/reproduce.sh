@@ -59,13 +59,13 @@ import json, os, sys
 import tensorflow as tf
 run, name = sys.argv[1], sys.argv[2]
 results = os.path.join(run, "results.json")
+ckpt = tf.train.latest_checkpoint(os.path.join(run, "checkpoints"))
 if os.path.exists(results):
     r = json.load(open(results))
     print(f"| {name} | {r['global_step']} | {100 * r['best_val_accuracy']:.2f}% "
           f"(step {r['best_step']}) | {100 * r['test_accuracy']:.2f}% |")
-elif tf.train.latest_checkpoint(os.path.join(run, "checkpoints")):
-    step = tf.train.latest_checkpoint(os.path.join(run, "checkpoints")).rsplit("-", 1)[1]
-    print(f"| {name} | {step} (unfinished) | see TensorBoard | not yet |")
+elif ckpt:  # stopped before the end: the step of its last checkpoint
+    print(f"| {name} | {ckpt.rsplit('-', 1)[1]} (unfinished) | see TensorBoard | not yet |")
 else:
     print(f"| {name} | not run | | |")
 PY

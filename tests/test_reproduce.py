@@ -41,7 +41,6 @@ def test_runs_article_configs_and_tables_them(tmp_path, mnist_dir):
             f"(step 20) | {100 * results['test_accuracy']:.2f}% |") in table
 
 
-
 def test_sigterm_stops_the_run_and_the_table_says_where(tmp_path, mnist_dir):
   runs, log = tmp_path / 'articles', tmp_path / 'stderr.log'
   env = dict(os.environ, RUNS_DIR=str(runs), DATA_DIR=mnist_dir,
