@@ -51,23 +51,24 @@ for name in "${NAMES[@]}"; do
     [ "$status" -eq 0 ] && status=$code
   fi
 done
-echo "| config | steps | best validation | test accuracy |"
-echo "|---|---|---|---|"
-for name in "${NAMES[@]}"; do
-  "$PYTHON" - "$RUNS_DIR/$name" "$name" <<'PY'
+# The table, from each run's own files (one Python process for all rows).
+"$PYTHON" - "$RUNS_DIR" "${NAMES[@]}" <<'PY'
 import json, os, sys
 import tensorflow as tf
-run, name = sys.argv[1], sys.argv[2]
-results = os.path.join(run, "results.json")
-ckpt = tf.train.latest_checkpoint(os.path.join(run, "checkpoints"))
-if os.path.exists(results):
-    r = json.load(open(results))
-    print(f"| {name} | {r['global_step']} | {100 * r['best_val_accuracy']:.2f}% "
-          f"(step {r['best_step']}) | {100 * r['test_accuracy']:.2f}% |")
-elif ckpt:  # stopped before the end: the step of its last checkpoint
-    print(f"| {name} | {ckpt.rsplit('-', 1)[1]} (unfinished) | see TensorBoard | not yet |")
-else:
-    print(f"| {name} | not run | | |")
+runs_dir, names = sys.argv[1], sys.argv[2:]
+print("| config | steps | best validation | test accuracy |")
+print("|---|---|---|---|")
+for name in names:
+    run = os.path.join(runs_dir, name)
+    results = os.path.join(run, "results.json")
+    ckpt = tf.train.latest_checkpoint(os.path.join(run, "checkpoints"))
+    if os.path.exists(results):
+        r = json.load(open(results))
+        print(f"| {name} | {r['global_step']} | {100 * r['best_val_accuracy']:.2f}% "
+              f"(step {r['best_step']}) | {100 * r['test_accuracy']:.2f}% |")
+    elif ckpt:  # stopped before the end: the step of its last checkpoint
+        print(f"| {name} | {ckpt.rsplit('-', 1)[1]} (unfinished) | see TensorBoard | not yet |")
+    else:
+        print(f"| {name} | not run | | |")
 PY
-done
 exit "$status"

@@ -16,12 +16,17 @@ SHORT = ('Model.units=16', 'Trainer.steps=20', 'Trainer.eval_every=20',
          'Data.eval_batch_size=1000')
 
 
-def _reproduce(runs, *args, data_dir=None):
+def _env(runs, data_dir):
   env = dict(os.environ, RUNS_DIR=str(runs), TF_CPP_MIN_LOG_LEVEL='2')
   if data_dir:
     env['DATA_DIR'] = data_dir
+  return env
+
+
+def _reproduce(runs, *args, data_dir=None):
   return subprocess.run(['bash', SCRIPT, *args], capture_output=True,
-                        text=True, timeout=600, env=env, check=False)
+                        text=True, timeout=600, env=_env(runs, data_dir),
+                        check=False)
 
 
 def test_runs_article_configs_and_tables_them(tmp_path, mnist_dir):
@@ -43,13 +48,12 @@ def test_runs_article_configs_and_tables_them(tmp_path, mnist_dir):
 
 def test_sigterm_stops_the_run_and_the_table_says_where(tmp_path, mnist_dir):
   runs, log = tmp_path / 'articles', tmp_path / 'stderr.log'
-  env = dict(os.environ, RUNS_DIR=str(runs), DATA_DIR=mnist_dir,
-             TF_CPP_MIN_LOG_LEVEL='2')
   with open(log, 'w') as stderr:
     script = subprocess.Popen(
         ['bash', SCRIPT, 'day25_rnn', 'day25_lstm', '--',
          *gin_params(*SHORT, 'Trainer.steps=100000')],
-        stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+        stdout=subprocess.PIPE, stderr=stderr, text=True,
+        env=_env(runs, mnist_dir))
     deadline = time.time() + 300
     while 'Saved checkpoint' not in log.read_text():
       assert time.time() < deadline and script.poll() is None, (
