@@ -26,6 +26,9 @@ RESUMABLE = frozenset({
     'Trainer.max_loss', 'Trainer.jit_compile', 'Data.eval_batch_size',
 })
 RESUMABLE_PREFIXES = ('Distribute.', 'Dashboard.')
+# Parameters added after run dirs already existed: a saved config without one
+# ran with the value the parameter now defaults to.
+ADDED_LATER = {'Model.gate_init': "'default'"}
 
 _BINDING = re.compile(r'^([A-Za-z_][\w.]*(?:/[\w.]+)*)\s*=\s*(.*)$')
 _MACRO = re.compile(r'^%([A-Za-z_][\w.]*)$')
@@ -69,7 +72,8 @@ def differences(saved_text: str, current_text: str):
     if (_is_macro(key) or key in RESUMABLE or
         key.startswith(RESUMABLE_PREFIXES)):
       continue
-    old, new = saved.get(key, UNSET), current.get(key, UNSET)
+    old = saved.get(key, ADDED_LATER.get(key, UNSET))
+    new = current.get(key, UNSET)
     if old == new and _MACRO.match(old):
       if old in run_length:
         continue  # follows Trainer.steps through the same macro

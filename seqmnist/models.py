@@ -13,6 +13,7 @@ import importlib
 import gin
 import keras
 
+from seqmnist import gates
 from seqmnist.errors import ConfigError, check_int
 
 # Name of the Dense head; the default `Trainer.clip_exclude` matches it.
@@ -41,6 +42,9 @@ class ModelConfig:
       (as in "Building RNN Models to Solve Sequential MNIST"). Its statistics
       are synchronised over replicas, so the result does not depend on them.
     head_initializer: Keras initializer name of the Dense head's kernel.
+    gate_init: the GRU/LSTM gate biases: 'default' (Keras'), 'chrono'
+      (Tallec & Ollivier 2018) or 'uniform' (Gu et al. 2020); see gates.py.
+      Only biases change, so layers stay cuDNN-eligible.
     precision: 'float32'; 'mixed_bfloat16' (bf16 compute, float32 weights;
       CPUs with AVX512_BF16/AMX, and Ampere or later GPUs); or
       'mixed_float16' (float16 compute, float32 weights, dynamic loss
@@ -52,6 +56,7 @@ class ModelConfig:
   layers: int = 1
   batch_norm: bool = False
   head_initializer: str = 'orthogonal'
+  gate_init: str = 'default'
   precision: str = 'float32'
 
   def __post_init__(self):
@@ -64,6 +69,12 @@ class ModelConfig:
                         f'{", ".join(repr(c) for c in CELLS)}')
     for name in ('units', 'layers'):
       check_int(f'Model.{name}', getattr(self, name), minimum=1)
+    if self.gate_init not in gates.SCHEMES:
+      raise ConfigError(f'Model.gate_init={self.gate_init!r} is not one of '
+                        f'{", ".join(repr(g) for g in gates.SCHEMES)}')
+    if self.gate_init != 'default' and self.cell == 'simple':
+      raise ConfigError(f'Model.gate_init={self.gate_init!r} needs gates; '
+                        "Model.cell='simple' has none (use 'default')")
     if not isinstance(self.batch_norm, bool):
       raise ConfigError(
           f'Model.batch_norm={self.batch_norm!r} must be True or False')
@@ -97,7 +108,7 @@ def build(config: ModelConfig, sequence_shape, num_classes: int,
   x = inputs
   policy = keras.DTypePolicy(config.precision)
   for i in range(config.layers):
-    x = _rnn_layer(config, i, seed,
+    x = _rnn_layer(config, i, seed, sequence_length=sequence_shape[0],
                    return_sequences=i < config.layers - 1, dtype=policy)(x)
   if config.batch_norm:
     x = keras.layers.BatchNormalization(synchronized=True, name='batch_norm',
@@ -110,7 +121,8 @@ def build(config: ModelConfig, sequence_shape, num_classes: int,
   return keras.Model(inputs, logits, name=f'seq_{config.cell}')
 
 
-def _rnn_layer(config, index, seed, return_sequences, dtype):
+def _rnn_layer(config, index, seed, sequence_length, return_sequences,
+               dtype):
   layer_seed = seed + 100 * index
   kwargs = dict(
       units=config.units,
@@ -126,9 +138,13 @@ def _rnn_layer(config, index, seed, return_sequences, dtype):
   kwargs.update(activation='tanh', recurrent_activation='sigmoid',
                 use_bias=True, dropout=0.0, recurrent_dropout=0.0,
                 unroll=False, use_cudnn='auto')
+  if config.gate_init != 'default':
+    kwargs['bias_initializer'] = gates.GateBias(
+        config.cell, config.gate_init, sequence_length, seed=layer_seed + 2)
   if config.cell == 'gru':
     return keras.layers.GRU(reset_after=True, **kwargs)
-  return keras.layers.LSTM(unit_forget_bias=True, **kwargs)
+  return keras.layers.LSTM(unit_forget_bias=config.gate_init == 'default',
+                           **kwargs)
 
 
 def keras_tf_rnn():

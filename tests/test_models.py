@@ -81,3 +81,106 @@ def test_same_seed_same_weights():
 def test_bad_model_config(kwargs, message):
   with pytest.raises(ConfigError, match=message):
     models.ModelConfig(**kwargs)
+
+
+# Gate initialisation (Model.gate_init) --------------------------------------
+
+
+def _bias(cell, gate_init, units=256, seq=(784, 1), seed=0):
+  model = models.build(models.ModelConfig(cell=cell, units=units,
+                                          gate_init=gate_init),
+                       seq, 10, seed=seed)
+  layer = models.recurrent_layers(model)[0]
+  return layer, layer.cell.bias.numpy()
+
+
+@pytest.mark.parametrize('cell', ['gru', 'lstm'])
+@pytest.mark.parametrize('gate_init', ['default', 'chrono', 'uniform'])
+def test_every_gate_init_keeps_the_layer_cudnn_eligible(cell, gate_init):
+  layer, _ = _bias(cell, gate_init, units=8)
+  assert models.cudnn_eligible(layer)
+
+
+def test_default_gate_init_is_keras_own():
+  _, lstm = _bias('lstm', 'default', units=4)
+  np.testing.assert_array_equal(lstm, [0] * 4 + [1] * 4 + [0] * 8)
+  _, gru = _bias('gru', 'default', units=4)
+  np.testing.assert_array_equal(gru, np.zeros((2, 12)))
+
+
+def test_chrono_lstm_forget_bias_is_log_uniform_and_input_its_negative():
+  units, T = 256, 784
+  _, b = _bias('lstm', 'chrono', units=units, seq=(T, 1))
+  i, f, c, o = np.split(b, 4)  # Keras' LSTM gate order
+  np.testing.assert_array_equal(i, -f)
+  np.testing.assert_array_equal(c, 0)
+  np.testing.assert_array_equal(o, 0)
+  # exp(f) ~ U(1, T - 1): inside the range, and spread over it.
+  assert np.all(np.exp(f) >= 1 - 1e-4) and np.all(np.exp(f) <= T - 1 + 1e-2)
+  assert abs(np.mean(np.exp(f)) - T / 2) < 0.1 * T
+  # On the row task (T = 28) the time scales shrink with the sequence.
+  _, row = _bias('lstm', 'chrono', units=units, seq=(28, 28))
+  assert np.exp(np.split(row, 4)[1]).max() <= 27 + 1e-3
+
+
+def test_chrono_gru_sets_only_the_update_gate_input_bias():
+  units, T = 256, 784
+  _, b = _bias('gru', 'chrono', units=units, seq=(T, 1))
+  assert b.shape == (2, 3 * units)  # reset_after: input row, recurrent row
+  z = b[0, :units]
+  np.testing.assert_array_equal(b[0, units:], 0)  # reset and candidate
+  np.testing.assert_array_equal(b[1], 0)  # the recurrent bias row
+  assert np.all(np.exp(z) >= 1 - 1e-4) and np.all(np.exp(z) <= T - 1 + 1e-2)
+  assert z.std() > 0.5  # spread, not one value
+
+
+def test_the_update_gate_keeps_memory_in_keras_gru():
+  # Keras' GRU: h = z * h_prev + (1 - z) * candidate. With a chrono update
+  # bias and no input, the state must decay slowly: check it on the layer.
+  layer, _ = _bias('gru', 'chrono', units=64, seq=(50, 1))
+  cell = layer.cell
+  h0 = np.ones((1, 64), np.float32)
+  x = np.zeros((1, 1), np.float32)
+  h1, _ = cell(x, [h0])
+  default_layer, _ = _bias('gru', 'default', units=64, seq=(50, 1))
+  d1, _ = default_layer.cell(x, [h0])
+  # Sigmoid of a bias >= 0 keeps at least half of h; the default keeps less
+  # on average than chrono's log-uniform biases (mean z about 0.9 here).
+  assert np.mean(np.abs(np.asarray(h1))) > np.mean(np.abs(np.asarray(d1)))
+
+
+def test_uniform_gate_init_gives_uniform_gate_activations():
+  units = 512
+  _, b = _bias('lstm', 'uniform', units=units)
+  f = np.split(b, 4)[1]
+  u = 1 / (1 + np.exp(-f))  # the forget gate's initial activation
+  assert u.min() >= 1 / units - 1e-5 and u.max() <= 1 - 1 / units + 1e-5
+  # Uniform on (0, 1): mean 1/2, variance 1/12, quartiles near 1/4 and 3/4.
+  assert abs(u.mean() - 0.5) < 0.05
+  assert abs(u.var() - 1 / 12) < 0.02
+  np.testing.assert_allclose(np.quantile(u, [0.25, 0.75]), [0.25, 0.75],
+                             atol=0.06)
+  other = np.concatenate([np.split(b, 4)[i] for i in (0, 2, 3)])
+  np.testing.assert_array_equal(other, 0)
+  _, g = _bias('gru', 'uniform', units=units)
+  np.testing.assert_array_equal(g[0, units:], 0)
+  np.testing.assert_array_equal(g[1], 0)
+
+
+def test_gate_init_is_seeded():
+  _, a = _bias('gru', 'chrono', units=16, seed=1)
+  _, b = _bias('gru', 'chrono', units=16, seed=1)
+  _, c = _bias('gru', 'chrono', units=16, seed=2)
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(gate_init='glorot'),
+     "Model.gate_init='glorot' is not one of 'default', 'chrono', 'uniform'"),
+    (dict(cell='simple', gate_init='chrono'),
+     "Model.gate_init='chrono' needs gates; Model.cell='simple' has none"),
+])
+def test_bad_gate_init(kwargs, message):
+  with pytest.raises(ConfigError, match=message):
+    models.ModelConfig(**kwargs)
