@@ -40,6 +40,7 @@ def forget_bias(scheme: str, units: int, sequence_length: int,
   raise ValueError(f'no forget bias for gate_init={scheme!r}')
 
 
+@keras.saving.register_keras_serializable(package='seqmnist')
 class GateBias(keras.initializers.Initializer):
   """The bias initializer of one GRU (reset_after) or LSTM layer."""
 

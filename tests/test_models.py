@@ -184,3 +184,12 @@ def test_gate_init_is_seeded():
 def test_bad_gate_init(kwargs, message):
   with pytest.raises(ConfigError, match=message):
     models.ModelConfig(**kwargs)
+
+
+@pytest.mark.parametrize('cell', ['gru', 'lstm'])
+def test_gate_init_survives_keras_serialisation(cell):
+  # The dashboard rebuilds layers from their config, and export saves them.
+  layer, bias = _bias(cell, 'chrono', units=8)
+  clone = type(layer).from_config(layer.get_config())
+  clone.build((None, 784, 1))
+  np.testing.assert_array_equal(clone.cell.bias.numpy(), bias)
