@@ -37,11 +37,12 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 from absl import app
 from absl import flags
+
+from seqmnist.bench_variants import Spec, measure
 
 VARIANTS = {
     'ours': 'our trainer (real loop: summaries, checkpoint)',
@@ -54,10 +55,10 @@ VARIANTS = {
     'jit': 'ours, Trainer.jit_compile=True',
     'bf16': "ours, Model.precision='mixed_bfloat16'",
 }
-# Per task: the shipped gin file, steps per loop, and measured steps.
+# Per task: steps per loop, and measured steps (its gin file: TASK_GIN_FILES).
 TASKS = {
-    'row': ('row.gin', 50, 300),
-    'pixel': ('pixel.gin', 10, 30),
+    'row': (50, 300),
+    'pixel': (10, 30),
 }
 
 _TASKS = flags.DEFINE_list('tasks', ['row', 'pixel'], 'Tasks: row, pixel.')
@@ -77,199 +78,6 @@ _WORKER = flags.DEFINE_string('worker', None, 'Internal: run one measurement '
                               '(JSON spec) and print its result.')
 
 RESULT_PREFIX = 'BENCH_RESULT '
-
-
-@dataclasses.dataclass(frozen=True)
-class Spec:
-  """One measurement."""
-  variant: str
-  task: str
-  cell: str
-  units: int
-  batch_size: int
-  steps: int
-  steps_per_loop: int
-  data_dir: str
-
-
-# Measurements (each in its own process) ------------------------------------
-
-
-def _bindings(spec: Spec, **extra):
-  b = {
-      'Model.cell': repr(spec.cell), 'Model.units': spec.units,
-      'Model.batch_norm': False, 'Data.batch_size': spec.batch_size,
-      'Trainer.steps_per_loop': spec.steps_per_loop,
-  }
-  b.update(extra)
-  return [f'{k}={v}' for k, v in b.items()]
-
-
-def _parse(spec: Spec, **extra):
-  from seqmnist import config  # pylint: disable=g-import-not-at-top
-  config.parse([TASKS[spec.task][0]], _bindings(spec, **extra))
-
-
-def _measure_trainer(spec: Spec, **extra) -> dict:
-  from seqmnist import trainer  # pylint: disable=g-import-not-at-top
-  # The first loop traces and is left out; then `steps` measured steps.
-  total = spec.steps_per_loop + spec.steps
-  _parse(spec, **{'Trainer.steps': total, 'Trainer.eval_every': total,
-                  'Trainer.checkpoint_every': total // 2, **extra})
-  with tempfile.TemporaryDirectory() as model_dir:
-    results = trainer.train_and_evaluate(model_dir, spec.data_dir)
-  return {'examples_per_second': results['train_examples_per_second']}
-
-
-def _components(spec: Spec, determinism: bool = True):
-  """Strategy, configs and data as the trainer builds them."""
-  import keras  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from seqmnist import data, distribute, trainer  # pylint: disable=g-import-not-at-top
-  _parse(spec)
-  strategy = distribute.make_strategy(distribute.DistributeConfig())
-  data_config, config = data.DataConfig(), trainer.TrainerConfig()
-  splits = data.load(data_config, spec.data_dir)
-  keras.utils.set_random_seed(config.seed)
-  if config.deterministic and determinism:
-    tf.config.experimental.enable_op_determinism()
-  return strategy, data_config, config, splits
-
-
-def _measure_core(spec: Spec, in_memory: bool) -> dict:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from seqmnist import data, models, optimizers, steps  # pylint: disable=g-import-not-at-top
-  strategy, data_config, config, splits = _components(spec)
-  with strategy.scope():
-    model = models.build(models.ModelConfig(), data_config.sequence_shape,
-                         data.NUM_CLASSES, seed=config.seed)
-    optimizer = optimizers.build(config.optimizer, config.learning_rate)
-    optimizer.build(model.trainable_variables)
-  loop = steps.make_train_loop(strategy, model, optimizer, steps.StepOptions(
-      global_batch_size=data_config.batch_size,
-      clip_norm=float(config.clip_norm),
-      clip_exclude=tuple(config.clip_exclude), max_loss=config.max_loss))
-
-  def dataset_fn(ctx):
-    ds = data.train_dataset(splits.train, data_config, seed=config.seed,
-                            start_step=0, input_context=ctx)
-    return ds.take(1).cache().repeat() if in_memory else ds
-
-  iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
-  per_call = tf.constant(spec.steps_per_loop)
-  loop(iterator, per_call).steps_run.numpy()  # trace + warm up
-  calls = max(1, spec.steps // spec.steps_per_loop)
-  start = time.perf_counter()
-  for _ in range(calls):
-    loop(iterator, per_call).steps_run.numpy()
-  seconds = time.perf_counter() - start
-  return {'examples_per_second':
-          calls * spec.steps_per_loop * spec.batch_size / seconds}
-
-
-def _measure_keras_fit(spec: Spec, jit_compile='auto') -> dict:
-  import keras  # pylint: disable=g-import-not-at-top
-  from seqmnist import data, models  # pylint: disable=g-import-not-at-top
-  # No op determinism: a Keras user does not ask for it, and with it Keras
-  # turns 'auto' XLA off.
-  _, data_config, config, splits = _components(spec, determinism=False)
-  model = models.build(models.ModelConfig(), data_config.sequence_shape,
-                       data.NUM_CLASSES, seed=config.seed)
-  # What a Keras user writes: clipnorm clips each variable (the head too).
-  optimizer = keras.optimizers.get({
-      'class_name': config.optimizer,
-      'config': {'learning_rate': config.learning_rate,
-                 **({'clipnorm': config.clip_norm} if config.clip_norm
-                    else {})}})
-  model.compile(optimizer=optimizer,
-                loss=keras.losses.SparseCategoricalCrossentropy(
-                    from_logits=True),
-                metrics=['accuracy'], jit_compile=jit_compile)
-  dataset = data.train_dataset(splits.train, data_config, seed=config.seed,
-                               start_step=0)
-  model.fit(dataset, steps_per_epoch=spec.steps_per_loop, epochs=1,
-            verbose=0)  # trace + warm up
-  start = time.perf_counter()
-  model.fit(dataset, steps_per_epoch=spec.steps, epochs=1, verbose=0)
-  seconds = time.perf_counter() - start
-  return {'examples_per_second': spec.steps * spec.batch_size / seconds,
-          'jit_compile': bool(model.jit_compile)}
-
-
-def _measure_torch(spec: Spec) -> dict:
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return {'skipped': 'torch is not installed (pip install -e ".[bench]")'}
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from seqmnist import data  # pylint: disable=g-import-not-at-top
-  _parse(spec)
-  data_config = data.DataConfig()
-  from seqmnist import trainer  # pylint: disable=g-import-not-at-top
-  config = trainer.TrainerConfig()
-  splits = data.load(data_config, spec.data_dir)
-  torch.manual_seed(config.seed)
-  device = 'cuda' if torch.cuda.is_available() else 'cpu'
-  n = (spec.steps + 3) * spec.batch_size
-  x = torch.from_numpy(data.to_sequences(
-      tf.constant(splits.train.images[:n]), data_config).numpy()).to(device)
-  y = torch.from_numpy(splits.train.labels[:n].astype('int64')).to(device)
-  steps_, features = data_config.sequence_shape
-  del steps_
-  rnn_class = {'gru': torch.nn.GRU, 'lstm': torch.nn.LSTM}[spec.cell]
-  rnn = rnn_class(features, spec.units, batch_first=True).to(device)
-  head = torch.nn.Linear(spec.units, data.NUM_CLASSES).to(device)
-  lr = 1e-3
-  optimizer = torch.optim.RMSprop([*rnn.parameters(), *head.parameters()],
-                                  lr=lr, alpha=0.9, eps=1e-7)
-  loss_fn = torch.nn.CrossEntropyLoss()
-
-  def step(i):
-    xb = x[i * spec.batch_size:(i + 1) * spec.batch_size]
-    yb = y[i * spec.batch_size:(i + 1) * spec.batch_size]
-    out, _ = rnn(xb)
-    loss = loss_fn(head(out[:, -1]), yb)
-    optimizer.zero_grad()
-    loss.backward()
-    if config.clip_norm:
-      for p in rnn.parameters():  # per variable, head excluded, as ours
-        torch.nn.utils.clip_grad_norm_([p], config.clip_norm)
-    optimizer.step()
-    return loss
-
-  for i in range(3):
-    step(i).item()
-  start = time.perf_counter()
-  for i in range(spec.steps):
-    loss = step(i + 3)
-  loss.item()
-  if device == 'cuda':
-    torch.cuda.synchronize()
-  seconds = time.perf_counter() - start
-  return {'examples_per_second': spec.steps * spec.batch_size / seconds,
-          'torch_threads': torch.get_num_threads(), 'device': device}
-
-
-def _measure(spec: Spec) -> dict:
-  if spec.variant == 'ours':
-    return _measure_trainer(spec)
-  if spec.variant == 'steps_per_loop_1':
-    return _measure_trainer(dataclasses.replace(spec, steps_per_loop=1))
-  if spec.variant == 'jit':
-    return _measure_trainer(spec, **{'Trainer.jit_compile': True})
-  if spec.variant == 'bf16':
-    return _measure_trainer(spec, **{'Model.precision': "'mixed_bfloat16'"})
-  if spec.variant == 'core_pipeline':
-    return _measure_core(spec, in_memory=False)
-  if spec.variant == 'core_in_memory':
-    return _measure_core(spec, in_memory=True)
-  if spec.variant == 'keras_fit':
-    return _measure_keras_fit(spec)
-  if spec.variant == 'keras_fit_no_xla':
-    return _measure_keras_fit(spec, jit_compile=False)
-  if spec.variant == 'torch':
-    return _measure_torch(spec)
-  raise ValueError(spec.variant)
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
@@ -347,8 +155,7 @@ def run(tasks, cells, variants, units, batch_size, steps, repeats, data_dir,
   """Runs every (task, cell, variant) `repeats` times, alternating."""
   specs = []
   for task in tasks:
-    gin_file, per_loop, default_steps = TASKS[task]
-    del gin_file
+    per_loop, default_steps = TASKS[task]
     n = steps or default_steps
     per_loop = min(per_loop, n)
     for cell in cells:
@@ -444,7 +251,7 @@ def main(argv):
   del argv
   if _WORKER.value:
     spec = Spec(**json.loads(_WORKER.value))
-    print(RESULT_PREFIX + json.dumps(_measure(spec)), flush=True)
+    print(RESULT_PREFIX + json.dumps(measure(spec)), flush=True)
     return
   if _SMOKE.value:
     tasks, cells, units, batch, steps, repeats = ['row'], ['gru'], 8, 32, 4, 1

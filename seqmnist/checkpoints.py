@@ -1,8 +1,8 @@
 """The run's checkpoints: rolling ones to resume from, and the best one.
 
-  model_dir/checkpoints/   every `checkpoint_every` steps, a few kept;
-  model_dir/best/          the best-validation weights, kept apart so the
-                           rolling manager never deletes them.
+  checkpoints/   every `checkpoint_every` steps, a few kept;
+  best/          the best-validation weights, kept apart so the rolling
+                 manager never deletes them.
 
 Both hold the same `tf.train.Checkpoint`: the model, the optimizer (whose
 `iterations` is the global step) and the best-validation record, so a resumed
@@ -13,35 +13,93 @@ names, then points the folder's `checkpoint` state file at it with an atomic
 rename, and deletes older checkpoints only after that. A process killed
 mid-save leaves the previous checkpoint current and loadable
 (tests/test_reliability.py kills one mid-save to check).
+
+Resuming never starts from scratch over checkpoints on disk: an unreadable
+state file is rebuilt from the checkpoint files present, and a damaged
+newest checkpoint (a missing data file, a truncated index) falls back to the
+previous intact one, with a warning; only when none is intact does the run
+stop, saying so.
 """
 
+import glob
+import hashlib
 import os
-from typing import Optional
+import re
+from typing import List, Optional
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 
-from seqmnist.errors import ConfigError
+from seqmnist import rundir as rundir_lib
+from seqmnist.errors import ConfigError, UserError, first_line
 
-CHECKPOINTS = 'checkpoints'
-BEST = 'best'
+_PREFIX = 'ckpt'
+_FILE = re.compile(rf'^{_PREFIX}-(\d+)\.(index|data-\d+-of-\d+)$')
 
 
-def exist(model_dir: str) -> bool:
-  """True if model_dir holds a rolling checkpoint to resume from."""
-  return bool(tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINTS)))
+def on_disk(folder: str) -> List[str]:
+  """Checkpoint prefixes present in folder (any of their files), newest
+  step first."""
+  steps = set()
+  for path in glob.glob(os.path.join(glob.escape(folder), f'{_PREFIX}-*')):
+    match = _FILE.match(os.path.basename(path))
+    if match:
+      steps.add(int(match.group(1)))
+  return [os.path.join(folder, f'{_PREFIX}-{s}') for s in sorted(steps,
+                                                                  reverse=True)]
+
+
+def state_latest(folder: str) -> Optional[str]:
+  """The newest checkpoint the folder's state file names; None if there is
+  no state file, or it is unreadable (TensorFlow logs why)."""
+  try:
+    return tf.train.latest_checkpoint(folder)
+  except (ValueError, tf.errors.OpError):
+    return None
+
+
+def exist(run_dir: rundir_lib.RunDir) -> bool:
+  """True if the run dir holds rolling checkpoint files to resume from."""
+  return bool(on_disk(run_dir.checkpoints))
+
+
+def weights_fingerprint(model) -> str:
+  """SHA-256 of every weight's bytes: equal only for bit-identical models."""
+  digest = hashlib.sha256()
+  for weight in model.get_weights():
+    digest.update(np.ascontiguousarray(weight).tobytes())
+  return digest.hexdigest()[:16]
+
+
+def _repair_state(folder: str) -> None:
+  """Rewrites an unreadable `checkpoint` state file from the files on disk
+  (TensorFlow's manager would otherwise see no checkpoints and never rotate
+  the old ones)."""
+  state = os.path.join(folder, 'checkpoint')
+  if not os.path.exists(state) or state_latest(folder):
+    return
+  present = on_disk(folder)
+  if not present:
+    return
+  logging.warning('%s is unreadable; rebuilding it from the %d checkpoint(s) '
+                  'on disk (newest: %s).', state, len(present),
+                  os.path.basename(present[0]))
+  tf.compat.v1.train.update_checkpoint_state(
+      folder, present[0], all_model_checkpoint_paths=present[::-1])
 
 
 class RunCheckpoints:
   """Saves and restores one run's checkpoints.
 
   Create under `strategy.scope()` after the model and optimizer are built.
-  On a non-chief worker pass `write_dir`: a private temporary folder, since
-  every worker must take part in a save but only the chief's may persist.
+  `run_dir` is where checkpoints are read from. On a non-chief worker pass
+  `write_dir`: a private temporary RunDir, since every worker must take part
+  in a save but only the chief's may persist.
   """
 
-  def __init__(self, model_dir: str, *, model, optimizer, keep: int,
-               write_dir: Optional[str] = None):
+  def __init__(self, run_dir: rundir_lib.RunDir, *, model, optimizer,
+               keep: int, write_dir: Optional[rundir_lib.RunDir] = None):
     self.best_val_accuracy = tf.Variable(-1.0, dtype=tf.float64,
                                          trainable=False,
                                          name='best_val_accuracy')
@@ -51,31 +109,56 @@ class RunCheckpoints:
     self._checkpoint = tf.train.Checkpoint(
         model=model, optimizer=optimizer,
         best_val_accuracy=self.best_val_accuracy, best_step=self.best_step)
-    root = write_dir or model_dir
+    self._read = run_dir
+    write = write_dir or run_dir
+    if write_dir is None:
+      _repair_state(run_dir.checkpoints)
     self._rolling = tf.train.CheckpointManager(
-        self._checkpoint, os.path.join(root, CHECKPOINTS), max_to_keep=keep)
+        self._checkpoint, write.checkpoints, max_to_keep=keep,
+        checkpoint_name=_PREFIX)
     self._best = tf.train.CheckpointManager(
-        self._checkpoint, os.path.join(root, BEST), max_to_keep=1)
-    # A non-chief reads what the chief wrote.
-    self._read_rolling_dir = os.path.join(model_dir, CHECKPOINTS)
-    self._read_best_dir = os.path.join(model_dir, BEST)
+        self._checkpoint, write.best, max_to_keep=1, checkpoint_name=_PREFIX)
 
   def restore_latest(self) -> Optional[str]:
-    """Restores the newest rolling checkpoint, if any; returns its path."""
-    path = tf.train.latest_checkpoint(self._read_rolling_dir)
-    if path:
+    """Restores the newest intact rolling checkpoint; returns its path, or
+    None when there is none on disk (a new run).
+
+    Raises:
+      ConfigError: the checkpoint belongs to another model or optimizer.
+      UserError: checkpoint files exist but none of them is intact.
+    """
+    candidates = on_disk(self._read.checkpoints)
+    named = state_latest(self._read.checkpoints)
+    if named and named in candidates:  # the state file's choice comes first
+      candidates.remove(named)
+      candidates.insert(0, named)
+    damaged = []
+    for path in candidates:
       try:
         self._checkpoint.restore(path).assert_existing_objects_matched()
-      except (AssertionError, ValueError, tf.errors.OpError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+      except tf.errors.OpError as e:  # unreadable files: try an older one
+        damaged.append(f'{os.path.basename(path)} ({first_line(e)})')
+        logging.warning('Checkpoint %s is damaged (%s); trying the previous '
+                        'one.', path, first_line(e))
+        continue
+      except (AssertionError, ValueError) as e:
         raise ConfigError(f'checkpoint {path} does not match the configured '
-                          f'model and optimizer: {first}') from e
-    return path
+                          f'model and optimizer: {first_line(e)}') from e
+      if damaged:
+        logging.warning('Resuming from %s: the newer %s could not be read.',
+                        path, ', '.join(damaged))
+      return path
+    if damaged:
+      raise UserError(
+          f'no intact checkpoint in {self._read.checkpoints}: '
+          f'{"; ".join(damaged)}; refusing to start over them from step 0 '
+          '(move the folder away to start a new run)')
+    return None
 
   def latest_step(self) -> Optional[int]:
-    """The step of the newest rolling checkpoint in model_dir, or None."""
-    path = tf.train.latest_checkpoint(self._read_rolling_dir)
-    return int(path.rsplit('-', 1)[1]) if path else None
+    """The step of the newest rolling checkpoint on disk, or None."""
+    present = on_disk(self._read.checkpoints)
+    return rundir_lib.checkpoint_step(present[0]) if present else None
 
   def save(self, step: int) -> str:
     path = self._rolling.save(checkpoint_number=step)
@@ -93,7 +176,7 @@ class RunCheckpoints:
 
   def restore_best_weights(self) -> Optional[str]:
     """Loads the best checkpoint's model weights only; returns its path."""
-    path = tf.train.latest_checkpoint(self._read_best_dir)
+    path = state_latest(self._read.best)
     if path:
       tf.train.Checkpoint(model=self._model).read(path).expect_partial()
     return path

@@ -23,6 +23,7 @@ cluster, or None on a single machine, and says where it came from:
 
 import json
 import os
+import re
 from typing import Mapping, Optional, Tuple
 
 from seqmnist.errors import ConfigError
@@ -60,10 +61,51 @@ def _port(environ) -> int:
 
 
 def expand_hostlist(hostlist: str):
-  """'node[09-10],gpu3' -> ['node09', 'node10', 'gpu3'], in Slurm's order."""
-  # pylint: disable=g-import-not-at-top
-  from tensorflow.python.distribute.cluster_resolver import slurm_cluster_resolver
-  return slurm_cluster_resolver.expand_hostlist(hostlist)
+  """'node[09-10],gpu3' -> ['node09', 'node10', 'gpu3'], in Slurm's order.
+
+  Slurm's hostlist syntax (`scontrol show hostnames` prints the same):
+  comma-separated names, each with any number of bracketed ranges and
+  values, `a[1-2]-ib[3,5]`; zero-padding of a range is kept.
+  """
+  hosts = []
+  for name in _split_top_level(hostlist):
+    expanded = ['']
+    for literal, brackets in re.findall(r'([^\[]*)(?:\[([^\]]*)\])?', name):
+      values = _expand_brackets(brackets, hostlist) if brackets else ['']
+      expanded = [h + literal + v for h in expanded for v in values]
+    hosts.extend(expanded)
+  return hosts
+
+
+def _split_top_level(hostlist: str):
+  """Splits on commas outside brackets."""
+  parts, depth, current = [], 0, ''
+  for char in hostlist:
+    if char == '[':
+      depth += 1
+    elif char == ']':
+      depth -= 1
+    if char == ',' and depth == 0:
+      parts.append(current)
+      current = ''
+    else:
+      current += char
+  if depth != 0:
+    raise ConfigError(f'Slurm host list {hostlist!r} has unbalanced brackets')
+  parts.append(current)
+  return [p for p in parts if p]
+
+
+def _expand_brackets(spec: str, hostlist: str):
+  values = []
+  for part in spec.split(','):
+    match = re.fullmatch(r'(\d+)(?:-(\d+))?', part.strip())
+    if not match:
+      raise ConfigError(f'Slurm host list {hostlist!r}: cannot read [{spec}]')
+    low, high = match.group(1), match.group(2) or match.group(1)
+    width = len(low)
+    values.extend(str(i).zfill(width) for i in range(int(low), int(high) + 1))
+  return values
 
 
 def expand_tasks_per_node(spec: str):

@@ -2,12 +2,14 @@
 
 `--gin_file` takes a path, or a bare name such as `pixel.gin` that is looked
 up in the package's gin folder (the repository's `gin/`, installed as
-`seqmnist/gin/`). Includes inside gin files resolve the same way. Unknown
-names fail at once (`skip_unknown=False`) and the config is finalized, so
-nothing rebinds it after parsing.
+`seqmnist/gin/`). Includes inside gin files resolve the same way, through
+gin's public search path. Unknown names fail at once (`skip_unknown=False`)
+and the config is finalized, so nothing rebinds it after parsing.
 """
 
+import logging
 import os
+import tokenize
 from typing import List, Sequence
 
 import gin
@@ -19,7 +21,7 @@ from seqmnist import distribute  # pylint: disable=unused-import
 from seqmnist import models  # pylint: disable=unused-import
 from seqmnist import optimizers  # pylint: disable=unused-import
 from seqmnist import trainer  # pylint: disable=unused-import
-from seqmnist.errors import ConfigError
+from seqmnist.errors import ConfigError, first_line
 
 
 def gin_dir() -> str:
@@ -32,15 +34,42 @@ def gin_dir() -> str:
 
 
 def resolve(name: str) -> str:
-  """A gin file's path: as given if it exists, else in the package's folder."""
+  """A gin file's absolute path: as given if it exists, else in the
+  package's folder."""
   if os.path.isfile(name):
-    return name
+    return os.path.abspath(name)
   shipped = os.path.join(gin_dir(), name)
   if os.path.isfile(shipped):
     return shipped
   available = sorted(f for f in os.listdir(gin_dir()) if f.endswith('.gin'))
   raise ConfigError(f'--gin_file={name} not found as a path nor in '
                     f'{gin_dir()} (shipped: {", ".join(available)})')
+
+
+class _SearchPathMisses(logging.Filter):
+  """Drops gin's 'Path not found' ERROR records for a bare include name.
+
+  Gin tries each search-path prefix in turn, the working directory first,
+  and its package-resource reader logs an ERROR for every prefix that does
+  not hold the file -- so `include 'base.gin'` found in the shipped folder
+  would print a false error on every run. A file found nowhere still fails,
+  with gin's own IOError naming every place searched.
+  """
+
+  def filter(self, record):
+    return not (record.name == 'root' and record.levelno == logging.ERROR and
+                record.msg == 'Path not found: %s')
+
+
+_FILTER = _SearchPathMisses()
+_search_path_added = False
+
+
+def _add_search_path():
+  global _search_path_added
+  if not _search_path_added:  # gin appends, even a prefix it already has
+    gin.add_config_file_search_path(gin_dir())
+    _search_path_added = True
 
 
 def parse(gin_files: Sequence[str], gin_params: Sequence[str]) -> List[str]:
@@ -53,22 +82,15 @@ def parse(gin_files: Sequence[str], gin_params: Sequence[str]) -> List[str]:
   """
   paths = [resolve(f) for f in gin_files]
   gin.clear_config()
-  # The shipped folder goes *before* gin's default '' (the working directory):
-  # gin tries prefixes in order and logs an ERROR line for each miss, so with
-  # the public `add_config_file_search_path` (which appends) every run would
-  # print a false "Path not found: base.gin".
-  prefixes = gin.config._LOCATION_PREFIXES  # pylint: disable=protected-access
-  if gin_dir() not in prefixes:
-    prefixes.insert(0, gin_dir())
+  _add_search_path()
+  root = logging.getLogger()
+  root.addFilter(_FILTER)
   try:
     gin.parse_config_files_and_bindings(
         paths, gin_params, skip_unknown=False, finalize_config=True)
   except (ValueError, KeyError, TypeError, ImportError, SyntaxError,
-          IOError) as e:
-    raise ConfigError(f'bad gin config: {_first_line(e)}') from e
+          IOError, tokenize.TokenError) as e:
+    raise ConfigError(f'bad gin config: {first_line(e)}') from e
+  finally:
+    root.removeFilter(_FILTER)
   return paths
-
-
-def _first_line(error: Exception) -> str:
-  text = str(error.args[0]) if error.args else str(error)
-  return text.strip().splitlines()[0] if text.strip() else repr(error)

@@ -26,7 +26,7 @@ from tensorboard.plugins.hparams import api as hp
 
 from seqmnist import data
 from seqmnist import models
-from seqmnist.errors import check_int
+from seqmnist import validators
 
 SATURATION = 0.99  # |h| above this counts as saturated (tanh'(h) < 0.02)
 
@@ -53,8 +53,10 @@ class DashboardConfig:
   probe_examples: int = 256
 
   def __post_init__(self):
-    check_int('Dashboard.images', self.images, minimum=0)
-    check_int('Dashboard.probe_examples', self.probe_examples, minimum=1)
+    validators.check_int('Dashboard.images', self.images, minimum=0,
+                         maximum=1000)
+    validators.check_int('Dashboard.probe_examples', self.probe_examples,
+                         minimum=1, maximum=10_000)
 
 
 def config_markdown(operative_config: str) -> str:

@@ -27,7 +27,8 @@ import numpy as np
 import tensorflow as tf
 
 from seqmnist import idx
-from seqmnist.errors import ConfigError, DataError, check_int
+from seqmnist import validators
+from seqmnist.errors import ConfigError, DataError, first_line
 
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
@@ -38,6 +39,10 @@ PIXEL_STD = 0.3081
 # The train/validation split is fixed for every run whatever Trainer.seed is,
 # so validation figures of different runs are comparable.
 SPLIT_SEED = 0
+
+# A global batch larger than MNIST's 70,000 images has no use; bounding it
+# stops a typo from allocating gigabytes.
+MAX_BATCH = 70_000
 
 # order -> (time steps, features per step)
 ORDERS = {
@@ -77,13 +82,16 @@ class DataConfig:
     if not isinstance(self.dataset, str) or not self.dataset:
       raise ConfigError(f'Data.dataset={self.dataset!r} must be a TFDS '
                         "dataset name such as 'mnist' or 'fashion_mnist'")
-    if self.order not in ORDERS:
-      raise ConfigError(f'Data.order={self.order!r} is not one of '
-                        f'{", ".join(repr(o) for o in ORDERS)}')
-    check_int('Data.permutation_seed', self.permutation_seed, minimum=0)
-    check_int('Data.validation_size', self.validation_size, minimum=1)
-    check_int('Data.batch_size', self.batch_size, minimum=1)
-    check_int('Data.eval_batch_size', self.eval_batch_size, minimum=1)
+    validators.check_choice('Data.order', self.order, ORDERS)
+    # numpy's legacy RandomState takes seeds up to 2**32 - 1.
+    validators.check_int('Data.permutation_seed', self.permutation_seed,
+                         minimum=0, maximum=2**32 - 1)
+    validators.check_int('Data.validation_size', self.validation_size,
+                         minimum=1)
+    validators.check_int('Data.batch_size', self.batch_size, minimum=1,
+                         maximum=MAX_BATCH)
+    validators.check_int('Data.eval_batch_size', self.eval_batch_size,
+                         minimum=1, maximum=MAX_BATCH)
 
   @property
   def sequence_shape(self):
@@ -169,10 +177,9 @@ def _load_tfds(config, data_dir):
         config.dataset, split=['train', 'test'], batch_size=-1,
         as_supervised=True, data_dir=data_dir, with_info=True)
   except Exception as e:  # TFDS raises many types; all mean "no data".
-    first_line = str(e).strip().splitlines()[0] if str(e).strip() else ''
     raise DataError(
         f'cannot load Data.dataset={config.dataset!r} through TFDS '
-        f'(data_dir={data_dir}): {type(e).__name__}: {first_line} -- without '
+        f'(data_dir={data_dir}): {type(e).__name__}: {first_line(e)} -- without '
         'internet, point --data_dir at a folder with the four IDX files'
     ) from e
   image_shape = tuple(info.features['image'].shape)

@@ -7,13 +7,15 @@ cluster itself (TF_CONFIG, Slurm, Kubernetes) is read in `cluster.py`.
 import dataclasses
 import os
 from typing import Mapping
+import weakref
 
 from absl import logging
 import gin
 import tensorflow as tf
 
 from seqmnist import cluster
-from seqmnist.errors import ConfigError, check_int
+from seqmnist import validators
+from seqmnist.errors import ConfigError
 
 # strategy -> the all-reduce implementations it accepts ('auto' = TF's choice)
 ALL_REDUCE = {
@@ -46,14 +48,11 @@ class DistributeConfig:
   logical_cpus: int = 0
 
   def __post_init__(self):
-    if self.strategy not in ALL_REDUCE:
-      raise ConfigError(f'Distribute.strategy={self.strategy!r} is not one of '
-                        f'{", ".join(repr(s) for s in ALL_REDUCE)}')
+    validators.check_choice('Distribute.strategy', self.strategy, ALL_REDUCE)
     known = sorted({a for values in ALL_REDUCE.values() for a in values})
-    if self.all_reduce not in known:
-      raise ConfigError(f'Distribute.all_reduce={self.all_reduce!r} is not '
-                        f'one of {", ".join(repr(a) for a in known)}')
-    check_int('Distribute.logical_cpus', self.logical_cpus, minimum=0)
+    validators.check_choice('Distribute.all_reduce', self.all_reduce, known)
+    validators.check_int('Distribute.logical_cpus', self.logical_cpus,
+                         minimum=0, maximum=1024)
 
 
 def make_strategy(config: DistributeConfig,
@@ -195,15 +194,22 @@ def make_any_worker(strategy: tf.distribute.Strategy):
   return lambda flag: bool(count(tf.constant(flag)).numpy() > 0)
 
 
+# One traced barrier per strategy (a tf.function built per call would be
+# retraced every time).
+_BARRIERS = weakref.WeakKeyDictionary()
+
+
 def barrier(strategy: tf.distribute.Strategy) -> None:
   """Returns once every replica of every worker has called it.
 
   A tiny all-reduce: used so that no worker reads what the chief writes
   (e.g. the best checkpoint) before the chief has written it.
   """
-  @tf.function
-  def all_reduce_one():
-    return strategy.reduce(tf.distribute.ReduceOp.SUM,
-                           strategy.run(lambda: tf.constant(1.0)), axis=None)
-
+  all_reduce_one = _BARRIERS.get(strategy)
+  if all_reduce_one is None:
+    @tf.function
+    def all_reduce_one():
+      return strategy.reduce(tf.distribute.ReduceOp.SUM,
+                             strategy.run(lambda: tf.constant(1.0)), axis=None)
+    _BARRIERS[strategy] = all_reduce_one
   all_reduce_one()

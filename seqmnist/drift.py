@@ -3,8 +3,9 @@
 A run directory's checkpoints belong to the config in its saved
 `operative_config.gin`. Resuming with another config would at best fail deep
 inside TensorFlow (a shape error) and at worst train a different experiment
-under the old name. `check` compares the two operative configs binding by
-binding, macros resolved, and names the first difference that matters.
+under the old name. `check` reads both operative configs with gin's own
+parser, resolves macros, compares the values binding by binding, and names
+the first difference that matters.
 
 Allowed to change on resume: the run length and cadences (`RESUMABLE`), the
 evaluation batch, the divergence bound, XLA on or off, what the dashboard
@@ -14,10 +15,11 @@ run length through the same macro as `Trainer.steps` (in base.gin the cosine
 schedule's `decay_steps = %STEPS`).
 """
 
-import re
-from typing import Dict
+from typing import Any, Dict, List, Tuple
 
-from seqmnist.errors import ConfigError
+from gin import config_parser
+
+from seqmnist.errors import ConfigError, first_line
 
 RESUMABLE = frozenset({
     'Trainer.steps', 'Trainer.steps_per_loop', 'Trainer.eval_every',
@@ -28,33 +30,54 @@ RESUMABLE = frozenset({
 RESUMABLE_PREFIXES = ('Distribute.', 'Dashboard.')
 # Parameters added after run dirs already existed: a saved config without one
 # ran with the value the parameter now defaults to.
-ADDED_LATER = {'Model.gate_init': "'default'"}
-
-_BINDING = re.compile(r'^([A-Za-z_][\w.]*(?:/[\w.]+)*)\s*=\s*(.*)$')
-_MACRO = re.compile(r'^%([A-Za-z_][\w.]*)$')
+ADDED_LATER = {'Model.gate_init': 'default'}
 UNSET = '<unset>'
 
 
-def parse_operative(text: str) -> Dict[str, str]:
-  """{'Scope.param' or 'MACRO': value text} from an operative config."""
-  bindings, key = {}, None
-  for line in text.splitlines():
-    if not line.strip() or line.lstrip().startswith('#'):
-      key = None
-      continue
-    match = _BINDING.match(line)
-    if match and not line[0].isspace():
-      key = match.group(1)
-      bindings[key] = match.group(2).rstrip('\\').strip()
-    elif key is not None:  # a value continued over several lines
-      bindings[key] = (bindings[key] + ' ' + line.strip().rstrip('\\')).strip()
+class Macro(str):
+  """A `%NAME` value."""
+
+
+class Reference(str):
+  """A `@name` or `@name()` value."""
+
+
+class _Values(config_parser.ParserDelegate):
+  """Keeps references and macros as plain values instead of resolving them
+  against the registered configurables."""
+
+  def configurable_reference(self, scoped_configurable_name, evaluate):
+    return Reference('@' + scoped_configurable_name + ('()' if evaluate
+                                                        else ''))
+
+  def macro(self, macro_name):
+    return Macro(macro_name)
+
+
+def parse_operative(text: str, where: str = 'operative config'
+                    ) -> Dict[str, Any]:
+  """{'Scope.param' or 'MACRO': value} from an operative config's text.
+
+  Raises:
+    ConfigError: the text is not gin.
+  """
+  bindings = {}
+  try:
+    for statement in config_parser.ConfigParser(text, _Values()):
+      if isinstance(statement, config_parser.BindingStatement):
+        selector = (f'{statement.scope}/' if statement.scope else '') + (
+            statement.selector)
+        key = (f'{selector}.{statement.arg_name}' if statement.arg_name
+               else selector)
+        bindings[key] = statement.value
+  except SyntaxError as e:
+    raise ConfigError(f'{where} is not a gin config: {first_line(e)}') from e
   return bindings
 
 
-def _resolve(value: str, bindings: Dict[str, str], depth: int = 0) -> str:
-  match = _MACRO.match(value)
-  if match and match.group(1) in bindings and depth < 10:
-    return _resolve(bindings[match.group(1)], bindings, depth + 1)
+def _resolve(value, bindings: Dict[str, Any], depth: int = 0):
+  if isinstance(value, Macro) and value in bindings and depth < 10:
+    return _resolve(bindings[value], bindings, depth + 1)
   return value
 
 
@@ -62,9 +85,11 @@ def _is_macro(key: str) -> bool:
   return '.' not in key.split('/')[-1]
 
 
-def differences(saved_text: str, current_text: str):
+def differences(saved_text: str, current_text: str,
+                where: str = 'the saved operative config'
+                ) -> List[Tuple[str, Any, Any]]:
   """[(key, saved value, current value)] for every binding resume forbids."""
-  saved = parse_operative(saved_text)
+  saved = parse_operative(saved_text, where)
   current = parse_operative(current_text)
   run_length = {saved.get('Trainer.steps'), current.get('Trainer.steps')}
   out = []
@@ -74,23 +99,38 @@ def differences(saved_text: str, current_text: str):
       continue
     old = saved.get(key, ADDED_LATER.get(key, UNSET))
     new = current.get(key, UNSET)
-    if old == new and _MACRO.match(old):
-      if old in run_length:
-        continue  # follows Trainer.steps through the same macro
+    if isinstance(old, Macro) and old == new and old in run_length:
+      continue  # follows Trainer.steps through the same macro
     old_value, new_value = _resolve(old, saved), _resolve(new, current)
-    if old_value != new_value:
-      out.append((key, old_value, new_value))
+    if old_value != new_value or type(old_value) != type(new_value):  # pylint: disable=unidiomatic-typecheck
+      if not _same_number(old_value, new_value):
+        out.append((key, old_value, new_value))
   return out
+
+
+def _same_number(a, b) -> bool:
+  """1 and 1.0 are the same learning rate; True and 1 are not the same."""
+  numbers = (int, float)
+  return (isinstance(a, numbers) and isinstance(b, numbers) and
+          not isinstance(a, bool) and not isinstance(b, bool) and a == b)
+
+
+def _text(value) -> str:
+  if isinstance(value, Macro):
+    return '%' + value
+  if isinstance(value, Reference):
+    return str(value)
+  return UNSET if value is UNSET else repr(value)
 
 
 def check(saved_text: str, current_text: str, saved_path: str) -> None:
   """Raises ConfigError naming the first forbidden difference, if any."""
-  diffs = differences(saved_text, current_text)
+  diffs = differences(saved_text, current_text, saved_path)
   if diffs:
     key, old, new = diffs[0]
     more = f' (and {len(diffs) - 1} more)' if len(diffs) > 1 else ''
     raise ConfigError(
-        f'cannot resume: {key} is {old} in {saved_path} but {new} now{more}; '
-        'only the run length and cadences (Trainer.steps, eval_every, '
-        'checkpoint_every, ...) may change, so use a new --model_dir or '
-        'the saved config')
+        f'cannot resume: {key} is {_text(old)} in {saved_path} but '
+        f'{_text(new)} now{more}; only the run length and cadences '
+        '(Trainer.steps, eval_every, checkpoint_every, ...) may change, so '
+        'use a new --model_dir or the saved config')

@@ -22,9 +22,8 @@ import tensorflow as tf
 from seqmnist import checkpoints
 from seqmnist import config
 from seqmnist import data
-from seqmnist import models
+from seqmnist import experiment
 from seqmnist import rundir
-from seqmnist import trainer
 from seqmnist.errors import UserError, exit_on_error
 
 SIGNATURE = 'serving_default'
@@ -59,30 +58,29 @@ def export(model_dir: str, export_dir: str, weights: str = 'best') -> dict:
   """Writes the SavedModel; returns its metadata."""
   if not model_dir or not export_dir:
     raise UserError('--model_dir and --export_dir are both required')
-  saved = os.path.join(model_dir, rundir.OPERATIVE_CONFIG)
-  if not os.path.isfile(saved):
+  run_dir = rundir.RunDir(model_dir)
+  saved = run_dir.read_operative_config()
+  if saved is None:
     raise UserError(f'--model_dir={model_dir} has no {rundir.OPERATIVE_CONFIG}'
                     ': not a seqmnist run directory')
   if os.path.exists(export_dir):
     raise UserError(f'--export_dir={export_dir} already exists; give a new '
                     'folder')
-  rundir.check_writable(export_dir)
-  folder = checkpoints.BEST if weights == 'best' else checkpoints.CHECKPOINTS
-  path = tf.train.latest_checkpoint(os.path.join(model_dir, folder))
+  rundir.RunDir(export_dir, flag='--export_dir').check_usable()
+  folder = run_dir.best if weights == 'best' else run_dir.checkpoints
+  path = checkpoints.state_latest(folder)
   if not path:
-    raise UserError(f'--model_dir={model_dir} has no checkpoint in {folder}/ '
-                    '(has the run validated yet?)')
-  config.parse([saved], [])
-  data_config, model_config = data.DataConfig(), models.ModelConfig()
-  seed = trainer.TrainerConfig().seed
-  model = models.build(model_config, data_config.sequence_shape,
-                       data.NUM_CLASSES, seed=seed)
+    raise UserError(f'--model_dir={model_dir} has no checkpoint in '
+                    f'{os.path.basename(folder)}/ (has the run validated yet?)')
+  config.parse([run_dir.operative_config], [])
+  configs = experiment.Configs.from_gin()
+  model = experiment.build_model(configs)
   tf.train.Checkpoint(model=model).read(path).expect_partial()
-  serving = _Serving(model, data_config)
+  serving = _Serving(model, configs.data)
   metadata = {
-      'checkpoint': path, 'order': data_config.order,
-      'dataset': data_config.dataset, 'cell': model_config.cell,
-      'step': int(path.rsplit('-', 1)[1]),
+      'checkpoint': path, 'order': configs.data.order,
+      'dataset': configs.data.dataset, 'cell': configs.model.cell,
+      'step': rundir.checkpoint_step(path),
   }
   parent = os.path.dirname(os.path.abspath(export_dir))
   os.makedirs(parent, exist_ok=True)
@@ -90,10 +88,23 @@ def export(model_dir: str, export_dir: str, weights: str = 'best') -> dict:
   try:
     tf.saved_model.save(serving, tmp, signatures={SIGNATURE: serving.serve})
     rundir.write_json(os.path.join(tmp, METADATA), metadata)
+    _share_as_umask_allows(tmp)
     os.rename(tmp, export_dir)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   return metadata
+
+
+def _share_as_umask_allows(folder: str) -> None:
+  """mkdtemp makes the folder 0700: give the export the permissions the
+  umask allows, as for any folder the user creates (a model to share)."""
+  umask = os.umask(0)
+  os.umask(umask)
+  for root, dirs, files in os.walk(folder):
+    os.chmod(root, 0o777 & ~umask)
+    for name in files:
+      os.chmod(os.path.join(root, name), 0o666 & ~umask)
+    del dirs
 
 
 def main(argv):

@@ -11,7 +11,7 @@ from absl import app
 from absl import flags
 
 from seqmnist import config
-from seqmnist import trainer
+from seqmnist import train_eval
 from seqmnist.errors import UserError, exit_on_error
 
 _GIN_FILE = flags.DEFINE_multi_string(
@@ -32,7 +32,7 @@ def _train():
   if not _GIN_FILE.value:
     raise UserError('--gin_file is required, e.g. --gin_file=row.gin')
   config.parse(_GIN_FILE.value, _GIN_PARAM.value)
-  return trainer.train_and_evaluate(_MODEL_DIR.value, _DATA_DIR.value)
+  return train_eval.train_and_evaluate(_MODEL_DIR.value, _DATA_DIR.value)
 
 
 def main(argv):

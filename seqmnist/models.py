@@ -1,25 +1,34 @@
 """The recurrent classifier: stacked GRU/LSTM/SimpleRNN -> [BatchNorm] -> Dense.
 
 Every GRU and LSTM layer is configured so that, on a GPU, Keras runs cuDNN's
-fused kernel (`CudnnRNNV3`): tanh activation, sigmoid recurrent activation,
-bias on, no recurrent dropout, no unrolling, and for GRU `reset_after=True`.
-`cudnn_eligible` checks a built layer against Keras' own predicates; there is
-no GPU on our CI, so the kernel itself has not been run by our tests.
+fused kernel. `cudnn_eligible` states the conditions Keras documents for it
+(keras.io, `keras.layers.GRU` / `keras.layers.LSTM`: "Based on available
+runtime hardware and constraints, this layer will choose different
+implementations ... the requirements to use the cuDNN implementation are:
+activation == tanh, recurrent_activation == sigmoid, recurrent_dropout == 0,
+unroll is False, use_bias is True, reset_after is True (GRU), inputs, if
+masking is used, strictly right-padded, eager execution enabled in the
+outermost context"), checked on the built layer. There is no GPU on our CI,
+so the kernel itself has not been run by our tests.
 """
 
 import dataclasses
-import importlib
 
 import gin
 import keras
 
 from seqmnist import gates
-from seqmnist.errors import ConfigError, check_int
+from seqmnist import validators
+from seqmnist.errors import ConfigError
 
 # Name of the Dense head; the default `Trainer.clip_exclude` matches it.
 HEAD_NAME = 'head'
 
 PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16')
+# Bounds that catch typos before they allocate: 8,192 units make a recurrent
+# kernel of 1 GiB (LSTM, float32) per layer.
+MAX_UNITS = 8192
+MAX_LAYERS = 64
 
 CELLS = {
     'gru': keras.layers.GRU,
@@ -60,24 +69,17 @@ class ModelConfig:
   precision: str = 'float32'
 
   def __post_init__(self):
-    if self.precision not in PRECISIONS:
-      raise ConfigError(
-          f'Model.precision={self.precision!r} is not one of '
-          f'{", ".join(repr(p) for p in PRECISIONS)}')
-    if self.cell not in CELLS:
-      raise ConfigError(f'Model.cell={self.cell!r} is not one of '
-                        f'{", ".join(repr(c) for c in CELLS)}')
-    for name in ('units', 'layers'):
-      check_int(f'Model.{name}', getattr(self, name), minimum=1)
-    if self.gate_init not in gates.SCHEMES:
-      raise ConfigError(f'Model.gate_init={self.gate_init!r} is not one of '
-                        f'{", ".join(repr(g) for g in gates.SCHEMES)}')
+    validators.check_choice('Model.precision', self.precision, PRECISIONS)
+    validators.check_choice('Model.cell', self.cell, CELLS)
+    validators.check_int('Model.units', self.units, minimum=1,
+                         maximum=MAX_UNITS)
+    validators.check_int('Model.layers', self.layers, minimum=1,
+                         maximum=MAX_LAYERS)
+    validators.check_choice('Model.gate_init', self.gate_init, gates.SCHEMES)
     if self.gate_init != 'default' and self.cell == 'simple':
       raise ConfigError(f'Model.gate_init={self.gate_init!r} needs gates; '
                         "Model.cell='simple' has none (use 'default')")
-    if not isinstance(self.batch_norm, bool):
-      raise ConfigError(
-          f'Model.batch_norm={self.batch_norm!r} must be True or False')
+    validators.check_bool('Model.batch_norm', self.batch_norm)
     try:
       keras.initializers.get(self.head_initializer)
     except (ValueError, TypeError) as e:
@@ -147,37 +149,21 @@ def _rnn_layer(config, index, seed, sequence_length, return_sequences,
                            **kwargs)
 
 
-def keras_tf_rnn():
-  """Keras' TensorFlow-backend RNN module (its package re-exports a function
-  of the same name, so `from ... import rnn` would give the function)."""
-  return importlib.import_module('keras.src.backend.tensorflow.rnn')
-
-
 def recurrent_layers(model: keras.Model):
   return [l for l in model.layers if isinstance(l, keras.layers.RNN)]
 
 
 def cudnn_eligible(layer) -> bool:
-  """Whether Keras would run `layer` with cuDNN on a GPU.
-
-  Uses the argument predicates of Keras' TensorFlow backend (the same ones its
-  `cudnn_ok` combines with "is a GPU available"), plus the layer-level
-  conditions Keras checks before calling them.
-  """
-  # pylint: disable=protected-access
-  tf_rnn = keras_tf_rnn()
+  """Whether `layer` meets Keras' documented conditions for the cuDNN kernel
+  (the module docstring quotes them). Inputs here are never masked, and the
+  trainer runs eagerly at the outermost level, so those two always hold."""
   if isinstance(layer, keras.layers.GRU):
-    args_ok = tf_rnn._do_gru_arguments_support_cudnn(
-        activation=layer.cell.activation,
-        recurrent_activation=layer.cell.recurrent_activation,
-        unroll=layer.unroll, use_bias=layer.cell.use_bias,
-        reset_after=layer.cell.reset_after)
-  elif isinstance(layer, keras.layers.LSTM):
-    args_ok = tf_rnn._do_lstm_arguments_support_cudnn(
-        activation=layer.cell.activation,
-        recurrent_activation=layer.cell.recurrent_activation,
-        unroll=layer.unroll, use_bias=layer.cell.use_bias)
-  else:
+    if not layer.cell.reset_after:
+      return False
+  elif not isinstance(layer, keras.layers.LSTM):
     return False
-  return bool(args_ok and layer.use_cudnn in ('auto', True)
-              and not layer.cell.recurrent_dropout)
+  cell = layer.cell
+  return (cell.activation is keras.activations.tanh and
+          cell.recurrent_activation is keras.activations.sigmoid and
+          not cell.recurrent_dropout and not layer.unroll and cell.use_bias and
+          layer.use_cudnn in ('auto', True))

@@ -11,12 +11,10 @@ per replica before their own all-reduce, which is not replica-invariant; see
 `clipping.py` and `steps.py`.
 """
 
-import numbers
-
 import gin
 import keras
 
-from seqmnist.errors import ConfigError
+from seqmnist import validators
 
 OPTIMIZERS = {
     'rmsprop': keras.optimizers.RMSprop,
@@ -33,16 +31,12 @@ for _schedule in (keras.optimizers.schedules.CosineDecay,
 
 def check(name, learning_rate) -> None:
   """Raises ConfigError unless (name, learning_rate) can build an optimizer."""
-  if name not in OPTIMIZERS:
-    raise ConfigError(f'Trainer.optimizer={name!r} is not one of '
-                      f'{", ".join(repr(o) for o in OPTIMIZERS)}')
+  validators.check_choice('Trainer.optimizer', name, OPTIMIZERS)
   if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
     return
-  if (isinstance(learning_rate, bool) or
-      not isinstance(learning_rate, numbers.Real) or not learning_rate > 0):
-    raise ConfigError(
-        f'Trainer.learning_rate={learning_rate!r} must be a positive number '
-        'or a schedule such as @CosineDecay()')
+  validators.check_number('Trainer.learning_rate', learning_rate,
+                          positive=True,
+                          why='or a schedule such as @CosineDecay()')
 
 
 def build(name: str, learning_rate,

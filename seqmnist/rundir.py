@@ -1,57 +1,215 @@
-"""The run directory (`--model_dir`): checks, layout and atomic files.
+"""The run directory (`--model_dir`): its layout, and the one owner of it.
 
-  checkpoints/  best/  train/  validation/  operative_config.gin  results.json
+  checkpoints/          rolling checkpoints (resume from the newest)
+  best/                 the best-validation checkpoint, kept apart
+  train/ validation/ test/   TensorBoard events (HParams in the folder itself)
+  operative_config.gin  every gin value the run used
+  results.json          the finished run's figures
+  .lock                 held (flock) by the process training in it
 
-Nothing is created before every input has been validated, and files are
+`RunDir` is the only code that joins these names to a path; everything else
+asks it. Nothing is created before every input has been validated; files are
 written to a temporary name and renamed, so a failed or killed run never
-leaves a half-written file behind.
+leaves a half-written file behind; and a folder that holds something else
+(not a seqmnist run) is refused rather than written into.
 """
 
+import errno
+import fcntl
 import json
 import os
+import socket
 import tempfile
+from typing import Optional
 
 from seqmnist.errors import UserError
 
+CHECKPOINTS = 'checkpoints'
+BEST = 'best'
+TRAIN, VALIDATION, TEST = 'train', 'validation', 'test'
 OPERATIVE_CONFIG = 'operative_config.gin'
 RESULTS = 'results.json'
+LOCK = '.lock'
+# A run dir is recognised by one of these: the run's first write is its
+# operative config, right after it takes the lock. (A results.json alone is
+# not enough: it is a common name.)
+_MARKS = (OPERATIVE_CONFIG, CHECKPOINTS, BEST)
 
 
-def check_writable(model_dir: str) -> None:
-  """Raises UserError if model_dir cannot be created or written to.
-
-  Creates nothing: walks up to the nearest existing ancestor and checks that
-  it is a writable directory.
-  """
-  if not model_dir:
-    raise UserError('--model_dir is required: the folder the run writes to')
-  path = os.path.abspath(model_dir)
-  while not os.path.exists(path):
-    path = os.path.dirname(path)
-  if not os.path.isdir(path):
-    raise UserError(f'--model_dir={model_dir} cannot be created: {path} is '
-                    'not a directory')
-  if not os.access(path, os.W_OK | os.X_OK):
-    raise UserError(f'--model_dir={model_dir} is not writable ({path} denies '
-                    'write access)')
-
-
-def create(model_dir: str) -> None:
-  """Creates model_dir (checked first by `check_writable`)."""
+def checkpoint_step(path: str) -> int:
+  """The global step of a checkpoint path such as `.../ckpt-430`."""
   try:
-    os.makedirs(model_dir, exist_ok=True)
-    probe = tempfile.NamedTemporaryFile(dir=model_dir, prefix='.probe')
-    probe.close()
-  except OSError as e:
-    raise UserError(f'--model_dir={model_dir} is not writable: '
-                    f'{e.strerror}') from e
+    return int(os.path.basename(path).rsplit('-', 1)[1])
+  except (IndexError, ValueError) as e:
+    raise ValueError(f'{path} is not a checkpoint path ending in -STEP') from e
+
+
+class RunDir:
+  """One run directory: paths, creation, recognition, atomic files, lock."""
+
+  def __init__(self, path: str, flag: str = '--model_dir'):
+    if not path:
+      raise UserError(f'{flag} is required: the folder the run writes to')
+    self.path = path
+    self._flag = flag
+    self._lock_fd = None
+
+  def __repr__(self):
+    return f'RunDir({self.path!r})'
+
+  # Layout ---------------------------------------------------------------
+
+  def join(self, *names: str) -> str:
+    return os.path.join(self.path, *names)
+
+  @property
+  def checkpoints(self) -> str:
+    return self.join(CHECKPOINTS)
+
+  @property
+  def best(self) -> str:
+    return self.join(BEST)
+
+  def events(self, split: str = '') -> str:
+    """The TensorBoard folder of 'train', 'validation', 'test', or '' (the
+    run folder itself, where the HParams summary goes)."""
+    if split not in (TRAIN, VALIDATION, TEST, ''):
+      raise ValueError(f'no event folder for {split!r}')
+    return self.join(split) if split else self.path
+
+  @property
+  def operative_config(self) -> str:
+    return self.join(OPERATIVE_CONFIG)
+
+  @property
+  def results(self) -> str:
+    return self.join(RESULTS)
+
+  # Recognition and creation ---------------------------------------------
+
+  def exists(self) -> bool:
+    return os.path.isdir(self.path)
+
+  def is_run_dir(self) -> bool:
+    """True if the folder holds a seqmnist run (any of its marks)."""
+    return any(os.path.exists(self.join(m)) for m in _MARKS)
+
+  def entries(self):
+    """What the folder holds (sorted), bar the lock; [] if it is absent."""
+    if not self.exists():
+      return []
+    return sorted(e for e in os.listdir(self.path) if e != LOCK)
+
+  def check_usable(self) -> None:
+    """Raises UserError unless the run may be created or resumed here.
+
+    Creates nothing. Refuses: a path that is not (and cannot become) a
+    folder, one without write access, and an existing non-empty folder that
+    is not a seqmnist run dir (its files are the user's, not ours to
+    overwrite).
+    """
+    path = os.path.abspath(self.path)
+    if os.path.exists(path) and not os.path.isdir(path):
+      raise UserError(f'{self._flag}={self.path} is a file, not a folder')
+    parent = path
+    while not os.path.exists(parent):
+      if os.path.islink(parent):
+        raise UserError(f'{self._flag}={self.path} cannot be created: '
+                        f'{parent} is a broken symbolic link')
+      parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+      raise UserError(f'{self._flag}={self.path} cannot be created: {parent} '
+                      'is not a directory')
+    if not os.access(parent, os.W_OK | os.X_OK):
+      raise UserError(f'{self._flag}={self.path} is not writable ({parent} '
+                      'denies write access)')
+    foreign = self.entries()
+    if foreign and not self.is_run_dir():
+      shown = ', '.join(foreign[:3]) + (', ...' if len(foreign) > 3 else '')
+      raise UserError(
+          f'{self._flag}={self.path} is a non-empty folder that is not a '
+          f'seqmnist run directory (it holds {shown}); give a new or empty '
+          'folder, or an existing run directory to resume')
+
+  def create(self) -> None:
+    """Creates the folder (checked first by `check_usable`)."""
+    try:
+      os.makedirs(self.path, exist_ok=True)
+    except OSError as e:
+      raise UserError(f'{self._flag}={self.path} cannot be created: '
+                      f'{e.strerror}') from e
+    if not os.access(self.path, os.W_OK | os.X_OK):
+      raise UserError(f'{self._flag}={self.path} is not writable')
+
+  # The lock -------------------------------------------------------------
+
+  def lock(self) -> None:
+    """Takes the run dir's lock, or raises UserError naming its holder.
+
+    An flock on `.lock`: the OS releases it when the process ends, however
+    it ends (SIGKILL included), so no stale lock survives a crash. Call
+    after `create`.
+    """
+    path = self.join(LOCK)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      os.close(fd)
+      if e.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+        raise
+      holder = _read_text(path).strip() or 'another process'
+      raise UserError(f'{self._flag}={self.path} is in use by {holder}; wait '
+                      'for it to end, or give another folder') from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f'seqmnist pid {os.getpid()} on {socket.gethostname()}\n'
+             .encode())
+    self._lock_fd = fd
+
+  def unlock(self) -> None:
+    if self._lock_fd is not None:
+      os.close(self._lock_fd)  # closing releases the flock
+      self._lock_fd = None
+
+  # Files ----------------------------------------------------------------
+
+  def read_operative_config(self) -> Optional[str]:
+    if not os.path.isfile(self.operative_config):
+      return None
+    return _read_text(self.operative_config)
+
+  def write_operative_config(self, text: str) -> None:
+    write_atomic(self.operative_config, text)
+
+  def read_results(self) -> Optional[dict]:
+    """results.json's dict; None if absent, empty or not a JSON object."""
+    if not os.path.isfile(self.results):
+      return None
+    try:
+      value = json.loads(_read_text(self.results))
+    except (ValueError, UnicodeDecodeError):
+      return None
+    return value if isinstance(value, dict) else None
+
+  def write_results(self, results: dict) -> None:
+    write_json(self.results, results)
+
+
+def _read_text(path: str) -> str:
+  with open(path, encoding='utf-8', errors='replace') as f:
+    return f.read()
 
 
 def write_atomic(path: str, text: str) -> None:
-  """Writes text to path through a temporary file and a rename."""
+  """Writes text to path through a temporary file and a rename. The file
+  gets the permissions the umask allows (as `open` would), not mkstemp's
+  owner-only 0600."""
   directory = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path))
   try:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
     with os.fdopen(fd, 'w') as f:
       f.write(text)
       f.flush()
@@ -65,8 +223,3 @@ def write_atomic(path: str, text: str) -> None:
 
 def write_json(path: str, value) -> None:
   write_atomic(path, json.dumps(value, indent=2, sort_keys=True) + '\n')
-
-
-def read_json(path: str):
-  with open(path) as f:
-    return json.load(f)

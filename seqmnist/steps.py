@@ -27,8 +27,12 @@ from seqmnist import clipping
 SUM = tf.distribute.ReduceOp.SUM
 MEAN = tf.distribute.ReduceOp.MEAN
 
-# Keys of the dict the train loop returns. The first three are sums over the
-# loop's steps of per-step means; the rest are sums of counts.
+# What one train loop call returns in `LoopResult.sums`, summed over its
+# steps: `loss` (each step's mean cross-entropy over the global batch),
+# `grad_norm` and `clipped_grad_norm` (each step's global L2 norm of the
+# gradient before and after per-variable clipping), `clipped_fraction` (each
+# step's fraction of clipped variables), `correct` and `examples` (counts).
+# `train_means` turns them into the figures shown and summarised.
 TRAIN_METRICS = ('loss', 'grad_norm', 'clipped_grad_norm', 'clipped_fraction',
                  'correct', 'examples')
 EVAL_METRICS = ('loss_sum', 'correct', 'examples', 'confusion')
@@ -42,8 +46,8 @@ class StepOptions:
     global_batch_size: examples per step over all replicas.
     clip_norm: max L2 norm of each variable's aggregated gradient; 0 = off.
     clip_exclude: regexes of variable paths never clipped.
-    histogram_every: write raw and clipped gradient histograms to the default
-      summary writer every this many steps; 0 = never.
+    histograms: return the last step's raw and clipped gradients (the first
+      replica's), for gradient histograms.
     max_loss: a step whose loss exceeds this has diverged (as has one whose
       loss or gradient is NaN or Inf); 0 = no bound.
     jit_compile: compile each replica's forward and backward pass with XLA
@@ -56,7 +60,7 @@ class StepOptions:
   global_batch_size: int
   clip_norm: float
   clip_exclude: Sequence[str]
-  histogram_every: int = 0
+  histograms: bool = False
   max_loss: float = 0.0
   jit_compile: bool = False
   loss_scale: bool = False
@@ -85,12 +89,30 @@ class LoopResult(NamedTuple):
       or its loss above `max_loss`; the loop stops right after such a step,
       whose update is already applied.
     last_loss, last_grad_norm: the last step's values.
+    last_grads, last_clipped: with `StepOptions.histograms`, the last step's
+      raw and clipped gradients (the first replica's copy), else ().
   """
   sums: dict
   steps_run: tf.Tensor
   diverged: tf.Tensor
   last_loss: tf.Tensor
   last_grad_norm: tf.Tensor
+  last_grads: tuple = ()
+  last_clipped: tuple = ()
+
+
+def train_means(sums, steps: int, seconds: float) -> dict:
+  """TRAIN_METRICS sums over `steps` steps and `seconds` -> the figures
+  shown and summarised: mean loss and gradient statistics per step,
+  accuracy over the examples, examples per second."""
+  return {
+      'loss': sums['loss'] / steps,
+      'accuracy': sums['correct'] / sums['examples'],
+      'examples_per_second': sums['examples'] / seconds,
+      'grad_norm': sums['grad_norm'] / steps,
+      'clipped_grad_norm': sums['clipped_grad_norm'] / steps,
+      'clipped_fraction': sums['clipped_fraction'] / steps,
+  }
 
 
 def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model,
@@ -146,17 +168,8 @@ def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model,
       out[key] = strategy.reduce(op, value, axis=None)
     return out
 
-  def write_histograms(grads, clipped):
-    step = optimizer.iterations
-    # name_scope(None): inside the tf.range loop every tag would otherwise be
-    # prefixed with 'while/'.
-    with tf.compat.v1.name_scope(None), tf.summary.record_if(
-        tf.equal(step % options.histogram_every, 0)):
-      for v, g, c in zip(variables, grads, clipped):
-        g = strategy.experimental_local_results(g)[0]
-        c = strategy.experimental_local_results(c)[0]
-        tf.summary.histogram(f'gradients/{v.path}', g, step=step)
-        tf.summary.histogram(f'clipped_gradients/{v.path}', c, step=step)
+  def first_replica(values):
+    return tuple(strategy.experimental_local_results(v)[0] for v in values)
 
   @tf.function
   def train_loop(iterator, num_steps):
@@ -164,12 +177,16 @@ def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model,
     steps_run = tf.constant(0)
     diverged = tf.constant(False)
     last = {'loss': tf.constant(0.0), 'grad_norm': tf.constant(0.0)}
+    last_grads = last_clipped = ()
+    if options.histograms:
+      last_grads = tuple(tf.zeros_like(v) for v in variables)
+      last_clipped = last_grads
     for _ in tf.range(num_steps):
       sequences, labels = next(iterator)
       metrics, grads, clipped = strategy.run(replica_step,
                                              (sequences, labels))
-      if options.histogram_every:
-        write_histograms(grads, clipped)
+      if options.histograms:
+        last_grads, last_clipped = first_replica(grads), first_replica(clipped)
       reduced = reduce(metrics)
       steps_run += 1
       last = {k: reduced[k] for k in last}
@@ -184,7 +201,7 @@ def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model,
         break
       totals = {k: totals[k] + reduced[k] for k in TRAIN_METRICS}
     return LoopResult(totals, steps_run, diverged, last['loss'],
-                      last['grad_norm'])
+                      last['grad_norm'], last_grads, last_clipped)
 
   return train_loop
 

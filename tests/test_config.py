@@ -119,11 +119,21 @@ def test_config_is_finalized():
 
 @pytest.mark.parametrize('binding, message', [
     ("Data.order = 'diagonal'", "Data.order='diagonal' is not one of"),
-    ('Model.units = 0', 'Model.units=0 must be an integer >= 1'),
+    ('Model.units = 0', 'Model.units=0 must be an integer from 1 to 8,192'),
+    ('UNITS = 100000', 'Model.units=100000 must be an integer from 1 to 8,192'),
+    ('Trainer.seed = 4294967296',
+     'Trainer.seed=4294967296 must be an integer from 0 to 4,294,967,295'),
+    ('Data.permutation_seed = 4294967296',
+     'Data.permutation_seed=4294967296 must be an integer from 0 to'),
+    ('Data.eval_batch_size = 1000000000',
+     'Data.eval_batch_size=1000000000 must be an integer from 1 to 70,000'),
     ("Trainer.optimizer = 'adagrad'", "Trainer.optimizer='adagrad'"),
     ('Trainer.learning_rate = -1.0', 'Trainer.learning_rate=-1.0'),
     ('Trainer.clip_norm = -2', 'Trainer.clip_norm=-2'),
-    ('Trainer.steps = 0', 'Trainer.steps=0 must be an integer >= 1'),
+    ('Trainer.steps = 0',
+     'Trainer.steps=0 must be an integer from 1 to 1,000,000,000'),
+    ('Trainer.clip_norm = True', 'Trainer.clip_norm=True must be a finite'),
+    ("Model.gate_init = 'zeros'", "Model.gate_init='zeros' is not one of"),
     ("Distribute.strategy = 'tpu'", "Distribute.strategy='tpu'"),
 ])
 def test_wrong_values_fail_naming_the_binding(binding, message):

@@ -207,7 +207,8 @@ def test_batch_larger_than_split(mnist_dir):
 
 @pytest.mark.parametrize('kwargs, message', [
     (dict(order='diagonal'), "Data.order='diagonal' is not one of"),
-    (dict(batch_size=0), 'Data.batch_size=0 must be an integer >= 1'),
+    (dict(batch_size=0),
+     'Data.batch_size=0 must be an integer from 1 to 70,000'),
     (dict(batch_size=12.5), 'Data.batch_size=12.5 must be an integer'),
     (dict(validation_size=-1), 'Data.validation_size=-1'),
 ])

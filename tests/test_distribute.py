@@ -19,7 +19,7 @@ from test_main import _assert_clean_failure, _results, _tags, _weights
 
 # The root holds the HParams event file (TensorBoard's HParams plugin reads
 # the session there and its metrics from the train/validation/test runs).
-RUN_FILES = {'best', 'checkpoints', 'train', 'validation', 'test',
+RUN_FILES = {'.lock', 'best', 'checkpoints', 'train', 'validation', 'test',
              'operative_config.gin', 'results.json'}
 SHORT = (*FAST, 'Trainer.steps=20', 'Trainer.eval_every=20',
          'Trainer.checkpoint_every=20')

@@ -1,12 +1,9 @@
-"""The model: shapes, seeding, and cuDNN eligibility.
+"""The model: shapes, seeding, gate initialisation, and cuDNN eligibility.
 
-No GPU exists on these machines. Keras decides to use cuDNN from the layer's
-arguments *and* whether a GPU is visible; the tests below take the argument
-half from Keras itself, and the one test that needs "a GPU is visible" patches
-exactly that function (Keras' `_is_gpu_available`) and nothing else.
+No GPU exists on these machines, so the cuDNN kernel itself never runs here:
+the tests check our layers against the conditions Keras documents for it,
+and that each condition, broken alone, makes a layer ineligible.
 """
-
-from unittest import mock
 
 import keras
 import numpy as np
@@ -25,29 +22,27 @@ def test_gated_layers_are_cudnn_eligible(cell):
   assert all(models.cudnn_eligible(layer) for layer in layers)
 
 
-def test_keras_itself_would_pick_cudnn_with_a_gpu():
-  # The edge we cannot run: pretend a GPU is visible, and let Keras' own
-  # `cudnn_ok` judge the layer configuration we build.
-  tf_rnn = models.keras_tf_rnn()
-  model = models.build(models.ModelConfig(cell='gru', units=8), (28, 28), 10,
-                       seed=0)
-  layer = models.recurrent_layers(model)[0]
-  with mock.patch.object(tf_rnn, '_is_gpu_available', return_value=True):
-    assert tf_rnn.cudnn_ok(layer.cell.activation,
-                           layer.cell.recurrent_activation, layer.unroll,
-                           layer.cell.use_bias,
-                           reset_after=layer.cell.reset_after)
+@pytest.mark.parametrize('cls, broken', [
+    (keras.layers.GRU, dict(reset_after=False)),
+    (keras.layers.GRU, dict(activation='relu')),
+    (keras.layers.GRU, dict(recurrent_activation='hard_sigmoid')),
+    (keras.layers.GRU, dict(recurrent_dropout=0.1)),
+    (keras.layers.GRU, dict(unroll=True)),
+    (keras.layers.GRU, dict(use_bias=False)),
+    (keras.layers.GRU, dict(use_cudnn=False)),
+    (keras.layers.LSTM, dict(activation='relu')),
+    (keras.layers.LSTM, dict(recurrent_activation='relu')),
+    (keras.layers.LSTM, dict(recurrent_dropout=0.1)),
+    (keras.layers.LSTM, dict(unroll=True)),
+    (keras.layers.LSTM, dict(use_bias=False)),
+])
+def test_each_documented_cudnn_condition_is_checked(cls, broken):
+  assert models.cudnn_eligible(cls(4))  # Keras' defaults are eligible
+  assert not models.cudnn_eligible(cls(4, **broken))
 
 
-def test_the_eligibility_check_can_fail():
-  not_eligible = [
-      keras.layers.GRU(4, reset_after=False),
-      keras.layers.LSTM(4, activation='relu'),
-      keras.layers.GRU(4, recurrent_dropout=0.1),
-      keras.layers.LSTM(4, unroll=True),
-      keras.layers.SimpleRNN(4),
-  ]
-  assert not any(models.cudnn_eligible(layer) for layer in not_eligible)
+def test_a_plain_rnn_is_never_cudnn_eligible():
+  assert not models.cudnn_eligible(keras.layers.SimpleRNN(4))
 
 
 def test_shapes_head_and_batch_norm():
@@ -73,7 +68,8 @@ def test_same_seed_same_weights():
 
 
 @pytest.mark.parametrize('kwargs, message', [
-    (dict(units=0), 'Model.units=0 must be an integer >= 1'),
+    (dict(units=0), 'Model.units=0 must be an integer from 1 to 8,192'),
+    (dict(units=100000), 'Model.units=100000 must be an integer from 1 to'),
     (dict(cell='transformer'), "Model.cell='transformer' is not one of"),
     (dict(layers='two'), "Model.layers='two' must be an integer"),
     (dict(head_initializer='nope'), "Model.head_initializer='nope'"),

@@ -1,0 +1,201 @@
+"""The measurements of `python -m seqmnist.bench`, one function per variant.
+
+Each runs in its own process (the harness, bench.py, starts one per
+measurement) and returns {'examples_per_second': ...} or {'skipped': why}.
+Ours are built through the experiment builder, exactly as the trainer builds
+them; the alternatives (Keras `fit`, PyTorch) as a user would write them.
+"""
+
+import dataclasses
+import tempfile
+import time
+
+# Each task's shipped gin file.
+TASK_GIN_FILES = {'row': 'row.gin', 'pixel': 'pixel.gin'}
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  """One measurement."""
+  variant: str
+  task: str
+  cell: str
+  units: int
+  batch_size: int
+  steps: int
+  steps_per_loop: int
+  data_dir: str
+
+
+# Measurements (each in its own process) ------------------------------------
+
+
+def _bindings(spec: Spec, **extra):
+  b = {
+      'Model.cell': repr(spec.cell), 'Model.units': spec.units,
+      'Model.batch_norm': False, 'Data.batch_size': spec.batch_size,
+      'Trainer.steps_per_loop': spec.steps_per_loop,
+  }
+  b.update(extra)
+  return [f'{k}={v}' for k, v in b.items()]
+
+
+def _parse(spec: Spec, **extra):
+  from seqmnist import config  # pylint: disable=g-import-not-at-top
+  config.parse([TASK_GIN_FILES[spec.task]], _bindings(spec, **extra))
+
+
+def _measure_trainer(spec: Spec, **extra) -> dict:
+  from seqmnist import train_eval  # pylint: disable=g-import-not-at-top
+  # The first loop traces and is left out; then `steps` measured steps.
+  total = spec.steps_per_loop + spec.steps
+  _parse(spec, **{'Trainer.steps': total, 'Trainer.eval_every': total,
+                  'Trainer.checkpoint_every': total // 2, **extra})
+  with tempfile.TemporaryDirectory() as model_dir:
+    results = train_eval.train_and_evaluate(model_dir, spec.data_dir)
+  return {'examples_per_second': results['train_examples_per_second']}
+
+
+def _experiment(spec: Spec):
+  """The trainer's own experiment (strategy, data, model, optimizer, step
+  options), from the task's gin file and the spec's bindings."""
+  # pylint: disable=g-import-not-at-top
+  from seqmnist import data, distribute, experiment
+  _parse(spec)
+  configs = experiment.Configs.from_gin()
+  strategy = distribute.make_strategy(configs.distribute)
+  configs.check_with(strategy)
+  splits = data.load(configs.data, spec.data_dir)
+  return experiment.build(configs, strategy, splits)
+
+
+def _measure_core(spec: Spec, in_memory: bool) -> dict:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from seqmnist import data, steps  # pylint: disable=g-import-not-at-top
+  exp = _experiment(spec)
+  configs = exp.configs
+  loop = steps.make_train_loop(exp.strategy, exp.model, exp.optimizer,
+                               exp.step_options)
+
+  def dataset_fn(ctx):
+    ds = data.train_dataset(exp.splits.train, configs.data,
+                            seed=configs.trainer.seed, start_step=0,
+                            input_context=ctx)
+    return ds.take(1).cache().repeat() if in_memory else ds
+
+  iterator = iter(exp.strategy.distribute_datasets_from_function(dataset_fn))
+  per_call = tf.constant(spec.steps_per_loop)
+  loop(iterator, per_call).steps_run.numpy()  # trace + warm up
+  calls = max(1, spec.steps // spec.steps_per_loop)
+  start = time.perf_counter()
+  for _ in range(calls):
+    loop(iterator, per_call).steps_run.numpy()
+  seconds = time.perf_counter() - start
+  return {'examples_per_second':
+          calls * spec.steps_per_loop * spec.batch_size / seconds}
+
+
+def _measure_keras_fit(spec: Spec, jit_compile='auto') -> dict:
+  import keras  # pylint: disable=g-import-not-at-top
+  from seqmnist import data, experiment  # pylint: disable=g-import-not-at-top
+  # No op determinism: a Keras user does not ask for it, and with it Keras
+  # turns 'auto' XLA off.
+  _parse(spec, **{'Trainer.deterministic': False})
+  configs = experiment.Configs.from_gin()
+  data_config, config = configs.data, configs.trainer
+  splits = data.load(data_config, spec.data_dir)
+  experiment.seed_everything(configs)
+  model = experiment.build_model(configs)
+  # What a Keras user writes: clipnorm clips each variable (the head too).
+  optimizer = keras.optimizers.get({
+      'class_name': config.optimizer,
+      'config': {'learning_rate': config.learning_rate,
+                 **({'clipnorm': config.clip_norm} if config.clip_norm
+                    else {})}})
+  model.compile(optimizer=optimizer,
+                loss=keras.losses.SparseCategoricalCrossentropy(
+                    from_logits=True),
+                metrics=['accuracy'], jit_compile=jit_compile)
+  dataset = data.train_dataset(splits.train, data_config, seed=config.seed,
+                               start_step=0)
+  model.fit(dataset, steps_per_epoch=spec.steps_per_loop, epochs=1,
+            verbose=0)  # trace + warm up
+  start = time.perf_counter()
+  model.fit(dataset, steps_per_epoch=spec.steps, epochs=1, verbose=0)
+  seconds = time.perf_counter() - start
+  return {'examples_per_second': spec.steps * spec.batch_size / seconds,
+          'jit_compile': bool(model.jit_compile)}
+
+
+def _measure_torch(spec: Spec) -> dict:
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return {'skipped': 'torch is not installed (pip install -e ".[bench]")'}
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from seqmnist import data, experiment  # pylint: disable=g-import-not-at-top
+  _parse(spec)
+  configs = experiment.Configs.from_gin()
+  data_config, config = configs.data, configs.trainer
+  splits = data.load(data_config, spec.data_dir)
+  torch.manual_seed(config.seed)
+  device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  n = (spec.steps + 3) * spec.batch_size
+  x = torch.from_numpy(data.to_sequences(
+      tf.constant(splits.train.images[:n]), data_config).numpy()).to(device)
+  y = torch.from_numpy(splits.train.labels[:n].astype('int64')).to(device)
+  steps_, features = data_config.sequence_shape
+  del steps_
+  rnn_class = {'gru': torch.nn.GRU, 'lstm': torch.nn.LSTM}[spec.cell]
+  rnn = rnn_class(features, spec.units, batch_first=True).to(device)
+  head = torch.nn.Linear(spec.units, data.NUM_CLASSES).to(device)
+  lr = 1e-3
+  optimizer = torch.optim.RMSprop([*rnn.parameters(), *head.parameters()],
+                                  lr=lr, alpha=0.9, eps=1e-7)
+  loss_fn = torch.nn.CrossEntropyLoss()
+
+  def step(i):
+    xb = x[i * spec.batch_size:(i + 1) * spec.batch_size]
+    yb = y[i * spec.batch_size:(i + 1) * spec.batch_size]
+    out, _ = rnn(xb)
+    loss = loss_fn(head(out[:, -1]), yb)
+    optimizer.zero_grad()
+    loss.backward()
+    if config.clip_norm:
+      for p in rnn.parameters():  # per variable, head excluded, as ours
+        torch.nn.utils.clip_grad_norm_([p], config.clip_norm)
+    optimizer.step()
+    return loss
+
+  for i in range(3):
+    step(i).item()
+  start = time.perf_counter()
+  for i in range(spec.steps):
+    loss = step(i + 3)
+  loss.item()
+  if device == 'cuda':
+    torch.cuda.synchronize()
+  seconds = time.perf_counter() - start
+  return {'examples_per_second': spec.steps * spec.batch_size / seconds,
+          'torch_threads': torch.get_num_threads(), 'device': device}
+
+
+def measure(spec: Spec) -> dict:
+  if spec.variant == 'ours':
+    return _measure_trainer(spec)
+  if spec.variant == 'steps_per_loop_1':
+    return _measure_trainer(dataclasses.replace(spec, steps_per_loop=1))
+  if spec.variant == 'jit':
+    return _measure_trainer(spec, **{'Trainer.jit_compile': True})
+  if spec.variant == 'bf16':
+    return _measure_trainer(spec, **{'Model.precision': "'mixed_bfloat16'"})
+  if spec.variant == 'core_pipeline':
+    return _measure_core(spec, in_memory=False)
+  if spec.variant == 'core_in_memory':
+    return _measure_core(spec, in_memory=True)
+  if spec.variant == 'keras_fit':
+    return _measure_keras_fit(spec)
+  if spec.variant == 'keras_fit_no_xla':
+    return _measure_keras_fit(spec, jit_compile=False)
+  if spec.variant == 'torch':
+    return _measure_torch(spec)
+  raise ValueError(spec.variant)

@@ -1,0 +1,104 @@
+"""One experiment builder: gin-configured pieces -> the objects a run needs.
+
+    configs = experiment.Configs.from_gin()       # validated, nothing built
+    strategy = distribute.make_strategy(configs.distribute)
+    configs.check_with(strategy)
+    exp = experiment.build(configs, strategy, splits)
+
+Every tool that trains or rebuilds a model (the trainer, the bench, export)
+goes through here, so they cannot disagree on how a config becomes a model,
+an optimizer or a step.
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from seqmnist import dashboard
+from seqmnist import data
+from seqmnist import distribute
+from seqmnist import models
+from seqmnist import optimizers
+from seqmnist import steps as steps_lib
+from seqmnist import trainer
+from seqmnist.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Configs:
+  """Every gin configurable of a run, built (so validated) once."""
+  data: data.DataConfig
+  model: models.ModelConfig
+  trainer: trainer.TrainerConfig
+  distribute: distribute.DistributeConfig
+  dashboard: dashboard.DashboardConfig
+
+  @classmethod
+  def from_gin(cls) -> 'Configs':
+    """Builds each configurable from the parsed gin config; raises
+    ConfigError naming the first bad value."""
+    return cls(data=data.DataConfig(), model=models.ModelConfig(),
+               trainer=trainer.TrainerConfig(),
+               distribute=distribute.DistributeConfig(),
+               dashboard=dashboard.DashboardConfig())
+
+  def check_with(self, strategy: tf.distribute.Strategy) -> None:
+    """The checks that need the replica count."""
+    replicas = strategy.num_replicas_in_sync
+    if self.trainer.jit_compile and self.model.batch_norm and replicas > 1:
+      raise ConfigError(
+          'Trainer.jit_compile=True cannot compile Model.batch_norm=True\'s '
+          f'all-reduce over {replicas} replicas; turn one of them off')
+    data.check_batches(self.data, replicas)
+
+  @property
+  def loss_scale(self) -> bool:
+    return models.needs_loss_scaling(self.model)
+
+  def hparams(self, replicas: int) -> dict:
+    """The run's hyperparameters for TensorBoard's HParams dashboard."""
+    return dashboard.hparams(self.model, self.data, self.trainer, replicas)
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """What a run trains: built under its strategy, not yet trained."""
+  configs: Configs
+  strategy: tf.distribute.Strategy
+  splits: data.Splits
+  model: keras.Model
+  optimizer: keras.optimizers.Optimizer
+  step_options: steps_lib.StepOptions
+
+
+def seed_everything(configs: Configs) -> None:
+  """Seeds Python, numpy and TensorFlow, and turns op determinism on if
+  asked: before any model is built."""
+  keras.utils.set_random_seed(configs.trainer.seed)
+  if configs.trainer.deterministic:
+    tf.config.experimental.enable_op_determinism()
+
+
+def build_model(configs: Configs) -> keras.Model:
+  """The configured model, seeded by Trainer.seed (call under the strategy's
+  scope when training)."""
+  return models.build(configs.model, configs.data.sequence_shape,
+                      data.NUM_CLASSES, seed=configs.trainer.seed)
+
+
+def build(configs: Configs, strategy: tf.distribute.Strategy,
+          splits: data.Splits) -> Experiment:
+  """Seeds, then builds the model and optimizer under the strategy."""
+  seed_everything(configs)
+  with strategy.scope():
+    model = build_model(configs)
+    optimizer = optimizers.build(configs.trainer.optimizer,
+                                 configs.trainer.learning_rate,
+                                 loss_scale=configs.loss_scale)
+    optimizer.build(model.trainable_variables)
+  return Experiment(
+      configs=configs, strategy=strategy, splits=splits, model=model,
+      optimizer=optimizer,
+      step_options=configs.trainer.step_options(configs.data.batch_size,
+                                                configs.loss_scale))

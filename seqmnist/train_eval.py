@@ -1,0 +1,215 @@
+"""The whole job behind `python -m seqmnist.main`: train, validate, test.
+
+`train_and_evaluate` builds the experiment from gin (experiment.py), takes
+the run directory (rundir.py), resumes from its newest intact checkpoint,
+trains to `Trainer.steps` through the controller and its actions, then
+evaluates the best-validation checkpoint on the test set and writes
+results.json. A finished run only reports its results (recomputing them
+from the best checkpoint if results.json was lost or damaged).
+"""
+
+import contextlib
+import shutil
+import tempfile
+import time
+from typing import Optional
+
+from absl import logging
+import gin
+
+from seqmnist import actions
+from seqmnist import checkpoints as checkpoints_lib
+from seqmnist import controller as controller_lib
+from seqmnist import dashboard as dashboard_lib
+from seqmnist import data
+from seqmnist import distribute
+from seqmnist import drift
+from seqmnist import evaluator as evaluator_lib
+from seqmnist import experiment as experiment_lib
+from seqmnist import preemption
+from seqmnist import progress
+from seqmnist import rundir as rundir_lib
+from seqmnist import summaries as summaries_lib
+from seqmnist import trainer as trainer_lib
+
+
+def train_and_evaluate(model_dir: str, data_dir: Optional[str]) -> dict:
+  """Runs (or resumes, or reports) the configured experiment.
+
+  Args:
+    model_dir: the run directory (see rundir.py).
+    data_dir: where data lives (see data.load), or None for TFDS's default.
+
+  Returns:
+    The contents of results.json.
+  """
+  # Every input is validated before anything is written.
+  configs = experiment_lib.Configs.from_gin()
+  run_dir = rundir_lib.RunDir(model_dir)
+  run_dir.check_usable()
+  strategy = distribute.make_strategy(configs.distribute)
+  configs.check_with(strategy)
+  operative_config = gin.operative_config_str()
+  _check_resumable(run_dir, operative_config)
+  splits = data.load(configs.data, data_dir)
+  for name, split in (('validation', splits.validation),
+                      ('test', splits.test)):
+    logging.info('%s split: %d images', name, len(split))
+  experiment = experiment_lib.build(configs, strategy, splits)
+
+  is_chief = distribute.is_chief(strategy)
+  with _write_dir(is_chief, strategy) as write_dir:
+    if is_chief:
+      run_dir.create()
+      run_dir.lock()
+    try:
+      return _Job(experiment, run_dir, write_dir, is_chief,
+                  operative_config).run()
+    finally:
+      run_dir.unlock()
+
+
+def _check_resumable(run_dir, operative_config):
+  """Refuses to resume a run under a config its checkpoints do not belong to."""
+  saved = run_dir.read_operative_config()
+  if saved is not None and checkpoints_lib.exist(run_dir):
+    drift.check(saved, operative_config, run_dir.operative_config)
+
+
+@contextlib.contextmanager
+def _write_dir(is_chief, strategy):
+  """None on the chief; elsewhere a private temporary run dir, since every
+  worker must take part in a save but only the chief's files persist."""
+  if is_chief:
+    yield None
+    return
+  path = tempfile.mkdtemp(prefix=f'seqmnist-{distribute.worker_id(strategy)}-')
+  try:
+    yield rundir_lib.RunDir(path)
+  finally:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class _Job:
+  """One invocation: what the run dir holds, and what is left to do."""
+
+  def __init__(self, experiment, run_dir, write_dir, is_chief,
+               operative_config):
+    self.experiment = experiment
+    self.configs = experiment.configs
+    self.run_dir = run_dir
+    self.is_chief = is_chief
+    self.operative_config = operative_config
+    with experiment.strategy.scope():
+      self.checkpoints = checkpoints_lib.RunCheckpoints(
+          run_dir, model=experiment.model, optimizer=experiment.optimizer,
+          keep=self.configs.trainer.checkpoints_to_keep, write_dir=write_dir)
+
+  def run(self) -> dict:
+    restored = self.checkpoints.restore_latest()
+    step = int(self.experiment.optimizer.iterations.numpy())
+    if restored:
+      logging.info('Resumed from %s at step %d.', restored, step)
+    if self.is_chief:
+      self.run_dir.write_operative_config(self.operative_config)
+    target = self.configs.trainer.steps
+    if step >= target:
+      results = self.run_dir.read_results()
+      if results is not None:
+        logging.info('Run already finished at step %d: %s', step, results)
+        return results
+      if self.run_dir.exists() and self.is_chief:
+        logging.warning('%s is missing or unreadable: recomputing it from '
+                        'the best checkpoint.', self.run_dir.results)
+
+    summaries = summaries_lib.Summaries(self.run_dir, is_chief=self.is_chief)
+    try:
+      results = self._train_and_test(step, summaries)
+    finally:
+      summaries.close()
+    if self.is_chief:
+      self.run_dir.write_results(results)
+    return results
+
+  def _train_and_test(self, step, summaries) -> dict:
+    experiment, trainer_config = self.experiment, self.configs.trainer
+    strategy = experiment.strategy
+    dashboard = None
+    if self.is_chief:
+      dashboard = dashboard_lib.Dashboard(
+          self.configs.dashboard, experiment.model, experiment.splits.validation,
+          self.configs.data, summaries)
+      dashboard.start(step, self.operative_config,
+                      self.configs.hparams(strategy.num_replicas_in_sync))
+    evaluator = evaluator_lib.Evaluator(strategy, experiment.model,
+                                        self.configs.data)
+    window = progress.MetricWindow()
+    trainer = trainer_lib.Trainer(experiment, window, step, self.checkpoints,
+                                  summaries.train)
+    line = progress.ProgressLine(trainer_config.steps, initial=step)
+    validate = actions.Validate(
+        trainer_config.eval_every, evaluator=evaluator,
+        split=experiment.splits.validation, summaries=summaries,
+        checkpoints=self.checkpoints, dashboard=dashboard)
+    save = actions.SaveCheckpoint(trainer_config.checkpoint_every,
+                                  checkpoints=self.checkpoints)
+    start_step, wall_start = step, time.time()
+    logging.info('Training from step %d to step %d.', step,
+                 trainer_config.steps)
+    with preemption.StopSignals(strategy) as signals:
+      loop_actions = [
+          validate, save,
+          actions.ShowProgress(progress=line, window=window,
+                               validate=validate),
+          actions.WriteTrainSummaries(trainer_config.summary_every,
+                                      window=window, summaries=summaries,
+                                      optimizer=experiment.optimizer),
+          actions.StopOnSignal(signals=signals, strategy=strategy,
+                               checkpoint=save, target=trainer_config.steps,
+                               progress=line),
+      ]
+      if trainer_config.histogram_every:
+        loop_actions.insert(-1, actions.WriteGradientHistograms(
+            trainer_config.histogram_every, trainer=trainer,
+            summaries=summaries,
+            variables=experiment.model.trainable_variables))
+      step = controller_lib.Controller(
+          train=trainer.train, target=trainer_config.steps,
+          steps_per_loop=trainer_config.steps_per_loop, actions=loop_actions,
+          on_overhead=window.add_overhead).run(step)
+
+      if validate.last is None:  # resumed at the end: nothing left to train
+        validate(step, final=True)
+      distribute.barrier(strategy)  # the chief's best/ is written
+      if signals.received is not None:
+        logging.warning('A stop signal arrived during the final test pass; '
+                        'finishing it (the run is complete).')
+      return self._test(step, start_step, wall_start, evaluator, validate,
+                        window, dashboard)
+
+  def _test(self, step, start_step, wall_start, evaluator, validate, window,
+            dashboard) -> dict:
+    experiment = self.experiment
+    best_path = self.checkpoints.restore_best_weights()
+    test = evaluator.evaluate(experiment.splits.test)
+    logging.info('Test (best checkpoint %s): loss %.4f accuracy %.4f',
+                 best_path, test['loss'], test['accuracy'])
+    if dashboard:
+      dashboard.on_test(step, test, test['confusion'], best_path)
+    fingerprint = checkpoints_lib.weights_fingerprint(experiment.model)
+    logging.info('Weights fingerprint (the same on every worker): %s',
+                 fingerprint)
+    return {
+        'test_accuracy': test['accuracy'],
+        'test_loss': test['loss'],
+        'best_val_accuracy': float(self.checkpoints.best_val_accuracy.numpy()),
+        'best_step': int(self.checkpoints.best_step.numpy()),
+        'final_val_accuracy': validate.last['accuracy'],
+        'global_step': step,
+        'steps_this_run': step - start_step,
+        'train_examples_per_second': window.examples_per_second(),
+        'wall_seconds': time.time() - wall_start,
+        'replicas': experiment.strategy.num_replicas_in_sync,
+        'data_source': experiment.splits.source,
+        'weights_fingerprint': fingerprint,
+    }

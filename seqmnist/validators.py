@@ -1,0 +1,52 @@
+"""The checks every configurable runs on its values, each raising one
+`ConfigError` that names the binding, the bad value and what would be valid.
+
+    check_int('Trainer.steps', 0, minimum=1)
+    -> Trainer.steps=0 must be an integer >= 1
+"""
+
+import numbers
+from typing import Iterable, Optional
+
+from seqmnist.errors import ConfigError
+
+
+def check_int(name: str, value, minimum: int,
+              maximum: Optional[int] = None) -> None:
+  """An int (not a bool) in [minimum, maximum]."""
+  if (isinstance(value, bool) or not isinstance(value, int) or
+      value < minimum or (maximum is not None and value > maximum)):
+    bounds = (f'>= {minimum}' if maximum is None
+              else f'from {minimum} to {maximum:,}')
+    raise ConfigError(f'{name}={value!r} must be an integer {bounds}')
+
+
+def check_number(name: str, value, minimum: float = float('-inf'),
+                 maximum: float = float('inf'), *,
+                 positive: bool = False, why: str = '') -> None:
+  """A finite real number (not a bool) in [minimum, maximum]; with
+  `positive`, also > 0. `why` is appended to the message."""
+  ok = (not isinstance(value, bool) and isinstance(value, numbers.Real) and
+        minimum <= value <= maximum and abs(value) != float('inf') and
+        value == value and (not positive or value > 0))
+  if not ok:
+    if positive:
+      bounds = 'a number > 0'
+    elif maximum == float('inf'):
+      bounds = f'a finite number >= {minimum:g}'
+    else:
+      bounds = f'a number from {minimum:g} to {maximum:g}'
+    raise ConfigError(f'{name}={value!r} must be {bounds}'
+                      + (f' ({why})' if why else ''))
+
+
+def check_bool(name: str, value) -> None:
+  if not isinstance(value, bool):
+    raise ConfigError(f'{name}={value!r} must be True or False')
+
+
+def check_choice(name: str, value, choices: Iterable) -> None:
+  choices = tuple(choices)
+  if value not in choices:
+    raise ConfigError(f'{name}={value!r} is not one of '
+                      f'{", ".join(repr(c) for c in choices)}')

@@ -1,0 +1,25 @@
+"""The package's layers, lowest first (BUILD.md, "Architecture"): a module
+may import modules of its own layer or below, never above.
+tests/test_rundir.py::test_imports_only_run_downward holds the code to it."""
+
+LAYERS = (
+    # 0 foundations: errors and the checks every configurable runs
+    ('errors', 'validators'),
+    # 1 formats and places: IDX files, the run directory, cluster discovery,
+    #   gate biases, gradient clipping
+    ('idx', 'rundir', 'cluster', 'gates', 'clipping'),
+    # 2 the experiment's parts: data, model, optimizer, strategy, step
+    #   functions, event writers, config drift
+    ('data', 'models', 'optimizers', 'distribute', 'steps', 'summaries',
+     'drift'),
+    # 3 run machinery: checkpoints, signals, progress, evaluation, the
+    #   dashboard, the controller, the trainer config and inner loop
+    ('checkpoints', 'preemption', 'progress', 'evaluator', 'dashboard',
+     'controller', 'trainer'),
+    # 4 assembly: the experiment builder, the loop's actions, gin parsing
+    ('experiment', 'actions', 'config'),
+    # 5 jobs: train+eval, export, predict, the bench's measurements
+    ('train_eval', 'export', 'predict', 'bench_variants'),
+    # 6 entry points
+    ('main', 'bench'),
+)

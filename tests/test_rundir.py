@@ -1,0 +1,344 @@
+"""The run directory, the controller's cadences, drift and the progress line.
+
+The run dir through the CLI on real MNIST (an old-layout run resumes exactly,
+a foreign folder is refused, a second process is locked out); the controller,
+drift and the progress line as units.
+"""
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, gin_params, run_cli, start_cli, wait_for_line
+from seqmnist import controller
+from seqmnist import drift
+from seqmnist import progress
+from seqmnist import rundir
+from seqmnist.errors import ConfigError, UserError
+
+FIXTURE = os.path.join(REPO, 'tests', 'fixtures', 'run_v1_row')
+# The command that made the fixture (tests/fixtures/README.md), minus STEPS.
+FIXTURE_RUN = ('UNITS=8', 'Trainer.learning_rate=0.01',
+               'Trainer.steps_per_loop=5', 'Trainer.eval_every=10',
+               'Trainer.checkpoint_every=10', 'Trainer.summary_every=5',
+               'Data.batch_size=32', 'Dashboard.probe_examples=16',
+               'Dashboard.images=2')
+
+
+def _fixture_args(model_dir, mnist_dir, steps):
+  return ('--gin_file=row.gin', f'--model_dir={model_dir}',
+          f'--data_dir={mnist_dir}',
+          *gin_params(*FIXTURE_RUN, f'STEPS={steps}'))
+
+
+def test_a_run_dir_of_the_old_layout_resumes_exactly(tmp_path, mnist_dir):
+  # Made by commit 6434777; that code resumed it to these figures, and got
+  # the same ones from scratch (tests/fixtures/README.md).
+  model_dir = tmp_path / 'old'
+  shutil.copytree(FIXTURE, model_dir)
+  finished = run_cli(*_fixture_args(model_dir, mnist_dir, 20))
+  assert finished.returncode == 0, finished.stderr[-3000:]
+  assert 'Run already finished at step 20' in finished.stderr
+
+  result = run_cli(*_fixture_args(model_dir, mnist_dir, 40))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'Resumed from' in result.stderr and 'ckpt-20' in result.stderr
+  results = json.loads((model_dir / 'results.json').read_text())
+  assert results['global_step'] == 40
+  assert results['best_step'] == 40
+  assert results['best_val_accuracy'] == 0.3008
+  assert results['test_accuracy'] == 0.3025
+  assert results['weights_fingerprint'] == 'de8c5186f75eab3c'
+
+
+def test_a_foreign_folder_is_refused_untouched(tmp_path, mnist_dir):
+  folder = tmp_path / 'mine'
+  folder.mkdir()
+  (folder / 'results.json').write_text('{"my": "own results"}')
+  (folder / 'notes.txt').write_text('do not lose me')
+  result = run_cli('--gin_file=row.gin', f'--model_dir={folder}',
+                   f'--data_dir={mnist_dir}', *gin_params('Trainer.steps=2'))
+  assert result.returncode == 2
+  last = result.stderr.strip().splitlines()[-1]
+  assert last == (f'seqmnist: error: --model_dir={folder} is a non-empty '
+                  'folder that is not a seqmnist run directory (it holds '
+                  'notes.txt, results.json); give a new or empty folder, or an existing run '
+                  'directory to resume')
+  assert sorted(os.listdir(folder)) == ['notes.txt', 'results.json']
+  assert (folder / 'results.json').read_text() == '{"my": "own results"}'
+
+
+def test_an_empty_folder_is_used(tmp_path, mnist_dir):
+  folder = tmp_path / 'empty'
+  folder.mkdir()
+  result = run_cli('--gin_file=row.gin', f'--model_dir={folder}',
+                   f'--data_dir={mnist_dir}',
+                   *gin_params('UNITS=8', 'STEPS=5', 'Trainer.eval_every=5',
+                               'Trainer.checkpoint_every=5',
+                               'Trainer.steps_per_loop=5'))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert (folder / 'results.json').exists()
+
+
+def test_a_second_process_on_the_same_run_dir_is_locked_out(tmp_path,
+                                                            mnist_dir):
+  model_dir = tmp_path / 'run'
+  args = ('--gin_file=row.gin', f'--model_dir={model_dir}',
+          f'--data_dir={mnist_dir}',
+          *gin_params('UNITS=8', 'STEPS=100000', 'Trainer.eval_every=100000',
+                      'Trainer.checkpoint_every=100000',
+                      'Trainer.steps_per_loop=10'))
+  log = tmp_path / 'first.log'
+  first = start_cli(*args, log=log)
+  try:
+    wait_for_line(log, 'Training from step 0', [first])
+    second = run_cli(*args)
+    assert second.returncode == 2
+    last = second.stderr.strip().splitlines()[-1]
+    assert last.startswith(f'seqmnist: error: --model_dir={model_dir} is in '
+                           f'use by seqmnist pid {first.pid} on ')
+    assert last.endswith('; wait for it to end, or give another folder')
+  finally:
+    first.kill()  # SIGKILL: the OS releases the lock
+    first.wait()
+  # No stale lock: the next process takes it (and resumes nothing: no
+  # checkpoint was saved).
+  third = run_cli(*args[:-1], *gin_params('STEPS=5', 'Trainer.eval_every=5'))
+  assert third.returncode == 0, third.stderr[-3000:]
+
+
+def test_run_dir_layout_and_atomic_results(tmp_path):
+  run = rundir.RunDir(str(tmp_path / 'run'))
+  assert not run.exists() and not run.is_run_dir()
+  run.check_usable()
+  run.create()
+  assert run.checkpoints == str(tmp_path / 'run' / 'checkpoints')
+  assert run.best == str(tmp_path / 'run' / 'best')
+  assert run.events('validation') == str(tmp_path / 'run' / 'validation')
+  assert run.events() == str(tmp_path / 'run')
+  assert run.read_results() is None
+  run.write_results({'test_accuracy': 0.5})
+  assert run.read_results() == {'test_accuracy': 0.5}
+  assert not run.is_run_dir()  # a results.json alone is a common name
+  run.write_operative_config('Model.units = 8\n')
+  assert run.is_run_dir() and run.read_operative_config() == 'Model.units = 8\n'
+  (tmp_path / 'run' / 'results.json').write_text('{trunc')
+  assert run.read_results() is None  # damaged: treated as absent
+  (tmp_path / 'run' / 'results.json').write_text('')
+  assert run.read_results() is None
+  with pytest.raises(ValueError, match='no event folder'):
+    run.events('checkpoints')
+  with pytest.raises(UserError, match='--model_dir is required'):
+    rundir.RunDir('')
+
+
+def test_written_files_follow_the_umask(tmp_path):
+  old = os.umask(0o022)
+  try:
+    rundir.write_json(str(tmp_path / 'x.json'), {})
+  finally:
+    os.umask(old)
+  assert oct(os.stat(tmp_path / 'x.json').st_mode & 0o777) == '0o644'
+
+
+@pytest.mark.parametrize('path, step', [
+    ('/a/checkpoints/ckpt-430', 430), ('ckpt-0', 0), ('x/best/ckpt-21500', 21500)
+])
+def test_checkpoint_step(path, step):
+  assert rundir.checkpoint_step(path) == step
+
+
+def test_checkpoint_step_of_a_bad_path():
+  with pytest.raises(ValueError, match='not a checkpoint path'):
+    rundir.checkpoint_step('/a/checkpoints/checkpoint')
+
+
+def test_a_file_as_model_dir_is_refused(tmp_path):
+  path = tmp_path / 'file'
+  path.write_text('x')
+  with pytest.raises(UserError, match='is a file, not a folder'):
+    rundir.RunDir(str(path)).check_usable()
+
+
+# The controller ---------------------------------------------------------------
+
+
+class _Recorder(controller.Action):
+
+  def __init__(self, name, every, log, at_end=True):
+    self.name, self.every, self.log, self.at_end = name, every, log, at_end
+
+  def __call__(self, step, final):
+    self.log.append((self.name, step, final))
+
+
+def test_the_controller_stops_where_actions_are_due_and_calls_them_in_order():
+  log, calls = [], []
+
+  def train(step, num):
+    calls.append((step, num))
+    return step + num
+
+  actions = [_Recorder('eval', 25, log), _Recorder('ckpt', 40, log),
+             _Recorder('every', 0, log),
+             _Recorder('stop', 0, log, at_end=False)]
+  end = controller.Controller(train=train, target=60, steps_per_loop=30,
+                              actions=actions).run(10)
+  assert end == 60
+  # Loops end at 25 (eval), 40 (ckpt), 50 (eval), 60 (the target).
+  assert calls == [(10, 15), (25, 15), (40, 10), (50, 10)]
+  assert log == [
+      ('eval', 25, False), ('every', 25, False), ('stop', 25, False),
+      ('ckpt', 40, False), ('every', 40, False), ('stop', 40, False),
+      ('eval', 50, False), ('every', 50, False), ('stop', 50, False),
+      ('eval', 60, True), ('ckpt', 60, True), ('every', 60, True),
+  ]
+
+
+def test_the_controller_counts_only_training_time_as_overhead():
+  overheads = []
+
+  class Slow(controller.Action):
+    every = 1
+
+    def __call__(self, step, final):
+      time.sleep(0.05)
+
+  class SlowValidation(Slow):
+    training_time = False
+
+  controller.Controller(train=lambda s, n: s + n, target=2, steps_per_loop=1,
+                        actions=[Slow(), SlowValidation()],
+                        on_overhead=overheads.append).run(0)
+  assert len(overheads) == 2
+  assert all(0.04 < o < 0.09 for o in overheads), overheads
+
+
+# Drift (the saved operative config read with gin's own parser) ----------------
+
+SAVED = """
+STEPS = 20
+UNITS = 16
+
+Model.cell = 'gru'
+Model.units = %UNITS
+Trainer.learning_rate = @schedules.CosineDecay()
+Trainer.steps = %STEPS
+Trainer.eval_every = 10
+schedules.CosineDecay.decay_steps = %STEPS
+schedules.CosineDecay.initial_learning_rate = 0.001
+Trainer.clip_exclude = ['(^|/)head/',
+    'other/']
+"""
+
+
+def test_drift_allows_length_cadence_and_equal_values_spelled_differently():
+  current = SAVED.replace('STEPS = 20', 'STEPS = 40').replace(
+      'eval_every = 10', 'eval_every = 5').replace('0.001', '1e-3').replace(
+          "Model.units = %UNITS", 'Model.units = 16')
+  assert drift.differences(SAVED, current) == []
+
+
+def test_drift_names_every_forbidden_difference():
+  current = SAVED.replace('UNITS = 16', 'UNITS = 32').replace(
+      "'other/']", "'x/']").replace("'gru'", "'lstm'")
+  diffs = drift.differences(SAVED, current)
+  assert [d[0] for d in diffs] == ['Model.cell', 'Model.units',
+                                   'Trainer.clip_exclude']
+  assert diffs[1][1:] == (16, 32)
+  with pytest.raises(ConfigError, match=r"cannot resume: Model.cell is 'gru' "
+                     r"in saved.gin but 'lstm' now \(and 2 more\)"):
+    drift.check(SAVED, current, 'saved.gin')
+
+
+def test_drift_a_parameter_added_later_takes_its_default():
+  current = SAVED + "Model.gate_init = 'default'\n"
+  assert drift.differences(SAVED, current) == []
+  chrono = SAVED + "Model.gate_init = 'chrono'\n"
+  assert drift.differences(SAVED, chrono) == [
+      ('Model.gate_init', 'default', 'chrono')]
+
+
+def test_drift_a_bool_is_not_a_number():
+  assert drift.differences('Model.batch_norm = True',
+                           'Model.batch_norm = 1') != []
+
+
+def test_drift_refuses_a_saved_config_that_is_not_gin():
+  with pytest.raises(ConfigError, match='saved.gin is not a gin config'):
+    drift.check('Model.units = = 3', SAVED, 'saved.gin')
+
+
+# The progress line --------------------------------------------------------------
+
+
+def test_progress_line_eta_counts_only_this_process_steps():
+  now = [0.0]
+  out = io.StringIO()
+  line = progress.ProgressLine(1000, initial=600, stream=out, log_every=0,
+                               clock=lambda: now[0])
+  now[0] = 40.0
+  line.update(700, {'loss': 0.5, 'ex/s': 12345.6})
+  # 100 steps in 40 s -> 300 steps left take 120 s.
+  assert out.getvalue() == ('step 700/1000 [==============>     ] 70% '
+                            'loss 0.5000 ex/s 12,346 ETA 2:00\n')
+
+
+def test_progress_line_in_a_log_file_prints_at_most_every_log_every_seconds():
+  now = [0.0]
+  out = io.StringIO()
+  line = progress.ProgressLine(100, initial=0, stream=out, log_every=30,
+                               clock=lambda: now[0])
+  for step in range(1, 101):
+    now[0] = step  # one second a step
+    line.update(step, {})
+  printed = [l.split()[1] for l in out.getvalue().splitlines()]
+  assert printed == ['1/100', '31/100', '61/100', '91/100', '100/100']
+
+
+def test_the_module_map_in_build_md_names_every_module():
+  text = open(os.path.join(REPO, 'BUILD.md')).read()
+  modules = sorted(f for f in os.listdir(os.path.join(REPO, 'seqmnist'))
+                   if f.endswith('.py'))
+  missing = [m for m in modules if f'seqmnist/{m}' not in text]
+  assert not missing, f'BUILD.md does not place {missing}'
+
+
+def test_imports_only_run_downward():
+  """No module imports one of a higher layer (the map in BUILD.md)."""
+  result = subprocess.run(
+      [sys.executable, '-c', _LAYER_CHECK], cwd=REPO, capture_output=True,
+      text=True, timeout=120, check=False)
+  assert result.returncode == 0, result.stdout + result.stderr
+
+
+_LAYER_CHECK = r'''
+import ast, os, sys
+sys.path.insert(0, 'tests')
+from layers import LAYERS
+where = {m: i for i, layer in enumerate(LAYERS) for m in layer}
+modules = sorted(f[:-3] for f in os.listdir('seqmnist') if f.endswith('.py'))
+unplaced = [m for m in modules if m not in where]
+bad = []
+for m in modules:
+  tree = ast.parse(open(f'seqmnist/{m}.py').read())
+  for node in ast.walk(tree):
+    names = []
+    if isinstance(node, ast.ImportFrom) and node.module == 'seqmnist':
+      names = [a.name for a in node.names]
+    elif isinstance(node, ast.ImportFrom) and (node.module or '').startswith(
+        'seqmnist.'):
+      names = [node.module.split('.')[1]]
+    for name in names:
+      if name in where and m in where and where[name] > where[m]:
+        bad.append(f'{m} (layer {where[m]}) imports {name} (layer '
+                   f'{where[name]})')
+print('unplaced:', unplaced, 'upward:', bad)
+sys.exit(1 if unplaced or bad else 0)
+'''
