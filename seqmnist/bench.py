@@ -39,9 +39,9 @@ import subprocess
 import sys
 import time
 
-from absl import app
 from absl import flags
 
+from seqmnist import cli
 from seqmnist.bench_variants import Spec, measure
 
 VARIANTS = {
@@ -279,4 +279,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run('seqmnist.bench', main)

@@ -47,18 +47,19 @@ def resolve(name: str) -> str:
 
 
 class _SearchPathMisses(logging.Filter):
-  """Drops gin's 'Path not found' ERROR records for a bare include name.
+  """Drops the records of gin's package-resource reader while parsing.
 
   Gin tries each search-path prefix in turn, the working directory first,
-  and its package-resource reader logs an ERROR for every prefix that does
-  not hold the file -- so `include 'base.gin'` found in the shipped folder
-  would print a false error on every run. A file found nowhere still fails,
-  with gin's own IOError naming every place searched.
+  and its resource reader logs every probe (INFO) and an ERROR 'Path not
+  found' for every prefix that does not hold the file -- so `include
+  'base.gin'` found in the shipped folder would print a false error on every
+  run. A file found nowhere still fails, with gin's own IOError naming every
+  place searched.
   """
 
   def filter(self, record):
-    return not (record.name == 'root' and record.levelno == logging.ERROR and
-                record.msg == 'Path not found: %s')
+    return not record.pathname.endswith(
+        os.path.join('gin', 'resource_reader.py'))
 
 
 _FILTER = _SearchPathMisses()
@@ -88,8 +89,12 @@ def parse(gin_files: Sequence[str], gin_params: Sequence[str]) -> List[str]:
   try:
     gin.parse_config_files_and_bindings(
         paths, gin_params, skip_unknown=False, finalize_config=True)
+  except tokenize.TokenError as e:  # e.g. an unclosed bracket in a binding
+    raise ConfigError(f'bad gin config: {e.args[0]} (an unclosed bracket or '
+                      f'quote?) in {", ".join(gin_params) or "the files"}'
+                      ) from e
   except (ValueError, KeyError, TypeError, ImportError, SyntaxError,
-          IOError, tokenize.TokenError) as e:
+          IOError) as e:
     raise ConfigError(f'bad gin config: {first_line(e)}') from e
   finally:
     root.removeFilter(_FILTER)

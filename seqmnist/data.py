@@ -124,10 +124,17 @@ def load(config: DataConfig, data_dir: Optional[str]) -> Splits:
     data_dir: a folder holding the four IDX files (read offline), any other
       folder (used as TFDS's data_dir), or None (TFDS's default location).
   """
-  if data_dir is not None and not os.path.isdir(data_dir):
-    raise DataError(f'--data_dir={data_dir} is not a directory')
+  if data_dir is not None:
+    _check_folder(data_dir)
   offline = data_dir is not None and any(
       idx.find(data_dir, name) for name in idx.IDX_FILES.values())
+  if data_dir is not None and not offline and not _is_tfds_dir(
+      data_dir, config.dataset):
+    raise DataError(
+        f'--data_dir={data_dir} holds neither the four IDX files '
+        f'({", ".join(idx.IDX_FILES.values())}, each optionally .gz) nor a '
+        f'TFDS data folder ({os.path.join(data_dir, config.dataset)}/); '
+        'point it at one, or leave --data_dir out to download through TFDS')
   if offline:
     (train_x, train_y), (test_x, test_y) = _load_idx(config, data_dir)
     source = f'idx:{os.path.abspath(data_dir)}'
@@ -135,6 +142,28 @@ def load(config: DataConfig, data_dir: Optional[str]) -> Splits:
     (train_x, train_y), (test_x, test_y) = _load_tfds(config, data_dir)
     source = f'tfds:{config.dataset}'
   return _split(config, train_x, train_y, test_x, test_y, source)
+
+
+def _check_folder(data_dir: str) -> None:
+  """Raises DataError unless data_dir is a readable folder, saying what it
+  is instead."""
+  if os.path.isdir(data_dir):
+    if not os.access(data_dir, os.R_OK | os.X_OK):
+      raise DataError(f'--data_dir={data_dir} is not readable')
+    return
+  if os.path.islink(data_dir):
+    raise DataError(f'--data_dir={data_dir} is a symbolic link that does not '
+                    'resolve (a loop, or its target is missing)')
+  if os.path.exists(data_dir):
+    raise DataError(f'--data_dir={data_dir} is a file, not a folder')
+  raise DataError(f'--data_dir={data_dir} does not exist')
+
+
+def _is_tfds_dir(data_dir: str, dataset: str) -> bool:
+  """A TFDS data folder: one holding the dataset's prepared folder, or
+  TFDS's downloads/ folder."""
+  return (os.path.isdir(os.path.join(data_dir, dataset)) or
+          os.path.isdir(os.path.join(data_dir, 'downloads')))
 
 
 def _load_idx(config, data_dir):
@@ -146,16 +175,17 @@ def _load_idx(config, data_dir):
           f'--data_dir={data_dir} lacks {name} (or {name}.gz); offline data '
           f'needs all four IDX files: {", ".join(idx.IDX_FILES.values())}')
     paths[key] = path
-  checksums = idx.MNIST_SHA256 if config.dataset == 'mnist' else {}
-  if not checksums:
-    logging.warning('No published checksum is known for %r: its IDX files '
-                    'are checked for format only.', config.dataset)
-  arrays = {}
+  arrays, unverified = {}, []
   for (split, kind), path in paths.items():
     name = idx.IDX_FILES[(split, kind)]
-    arrays[(split, kind)] = idx.read(
-        path, expected_ndim=3 if kind == 'images' else 1,
-        expected_sha256=checksums.get(name))
+    arrays[(split, kind)], verified = idx.read_dataset_file(
+        path, name, config.dataset, expected_ndim=3 if kind == 'images' else 1)
+    if not verified:
+      unverified.append(name)
+  if unverified:
+    logging.warning('%s: no published checksum of Data.dataset=%r is known, '
+                    'so its files were checked for format only, not '
+                    'verified.', data_dir, config.dataset)
   for split in ('train', 'test'):
     images, labels = arrays[(split, 'images')], arrays[(split, 'labels')]
     labels_path = paths[(split, 'labels')]

@@ -13,6 +13,7 @@ from absl import logging
 import gin
 import tensorflow as tf
 
+from seqmnist import cli
 from seqmnist import cluster
 from seqmnist import validators
 from seqmnist.errors import ConfigError
@@ -65,8 +66,11 @@ def make_strategy(config: DistributeConfig,
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * config.logical_cpus)
   # Physical, not logical: listing logical devices starts the TF runtime, and
-  # MultiWorkerMirroredStrategy must configure it first.
-  gpus = tf.config.list_physical_devices('GPU')
+  # MultiWorkerMirroredStrategy must configure it first. (Its start-up
+  # records, a cuInit "error" on machines without a GPU among them, go to
+  # the DEBUG log: see cli.py.)
+  with cli.quiet_stderr('probing for GPUs'):
+    gpus = tf.config.list_physical_devices('GPU')
   name, why = config.strategy, 'set by Distribute.strategy'
   if name == 'auto':
     if tf_config:

@@ -15,8 +15,13 @@ import os
 import shutil
 import tempfile
 
-from absl import app
 from absl import flags
+
+from seqmnist import cli
+
+cli.import_tensorflow_quietly()  # before the modules below import it
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf
 
 from seqmnist import checkpoints
@@ -108,8 +113,7 @@ def _share_as_umask_allows(folder: str) -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  cli.no_positional_arguments('seqmnist.export', argv)
   metadata = exit_on_error('seqmnist.export', export, _MODEL_DIR.value,
                            _EXPORT_DIR.value, _WEIGHTS.value)
   print(f'exported {metadata["checkpoint"]} ({metadata["order"]} order) to '
@@ -117,4 +121,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run('seqmnist.export', main)

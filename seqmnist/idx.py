@@ -30,6 +30,11 @@ MNIST_SHA256 = {
         'ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2',
 }
 
+# Datasets whose published IDX content has a known SHA-256. Others (Fashion-
+# MNIST, KMNIST publish checksums of their .gz files only, which depend on
+# the compression) can be read, but not verified.
+KNOWN_SHA256 = {'mnist': MNIST_SHA256}
+
 # The four files of a split-up IDX dataset: (split, kind) -> base name.
 IDX_FILES = {
     ('train', 'images'): 'train-images-idx3-ubyte',
@@ -50,15 +55,59 @@ def find(data_dir: str, base_name: str) -> Optional[str]:
   return None
 
 
-def _read_bytes(path: str) -> bytes:
+# No MNIST-like IDX file comes near this (MNIST's largest: 47 MB). A header
+# claiming more is refused before its body is read or decompressed.
+MAX_BODY_BYTES = 1 << 30
+
+
+def _open(path: str):
+  return gzip.open(path, 'rb') if path.endswith('.gz') else open(path, 'rb')
+
+
+def _read_exactly(f, n: int, path: str) -> bytes:
   try:
-    if path.endswith('.gz'):
-      with gzip.open(path, 'rb') as f:
-        return f.read()
-    with open(path, 'rb') as f:
-      return f.read()
+    return f.read(n)
   except (OSError, EOFError, gzip.BadGzipFile) as e:
     raise DataError(f'cannot read IDX file {path}: {e}') from e
+
+
+def read_content(path: str, expected_ndim: int) -> bytes:
+  """The file's (uncompressed) IDX bytes, read header first and bounded.
+
+  The magic number and dimensions are checked before the body is read, and
+  the body is read (decompressed) up to the size the header announces plus
+  one byte: a gzip bomb or a header whose dimensions multiply to 2**64 is
+  refused without being inflated.
+  """
+  try:
+    f = _open(path)
+  except OSError as e:
+    raise DataError(f'cannot read IDX file {path}: {e.strerror}') from e
+  with f:
+    magic = _read_exactly(f, 4, path)
+    if len(magic) < 4:
+      raise DataError(f'IDX file {path} is truncated: {len(magic)} bytes, '
+                      'shorter than its 4-byte magic number')
+    if tuple(magic) != (0, 0, _UBYTE_TYPE_CODE, expected_ndim):
+      raise DataError(
+          f'IDX file {path} has a wrong magic number 0x{magic.hex()}; '
+          f'expected 0x000008{expected_ndim:02x} (unsigned bytes, '
+          f'{expected_ndim} dimensions)')
+    header = _read_exactly(f, 4 * expected_ndim, path)
+    if len(header) < 4 * expected_ndim:
+      raise DataError(f'IDX file {path} is truncated inside its header')
+    dims = [int.from_bytes(header[4 * i:4 * i + 4], 'big')
+            for i in range(expected_ndim)]
+    body = 1
+    for d in dims:  # Python ints: no overflow, whatever the header says
+      body *= d
+    if body > MAX_BODY_BYTES:
+      raise DataError(
+          f'IDX file {path} claims dimensions {tuple(dims)} ({body:,} bytes), '
+          f'more than the {MAX_BODY_BYTES:,} any MNIST-like file needs; '
+          'refusing to read it')
+    # One byte more than announced tells a too-long file from a right one.
+    return magic + header + _read_exactly(f, body + 1, path)
 
 
 def parse(content: bytes, path: str, expected_ndim: int) -> np.ndarray:
@@ -78,13 +127,49 @@ def parse(content: bytes, path: str, expected_ndim: int) -> np.ndarray:
     raise DataError(f'IDX file {path} is truncated inside its header')
   dims = tuple(
       int.from_bytes(content[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim))
-  expected_len = header_len + int(np.prod(dims))
-  if len(content) != expected_len:
-    kind = 'truncated' if len(content) < expected_len else 'too long'
+  expected_len = header_len + _product(dims)
+  if len(content) < expected_len:
     raise DataError(
-        f'IDX file {path} is {kind}: {len(content)} bytes, but its header '
+        f'IDX file {path} is truncated: {len(content)} bytes, but its header '
         f'{dims} needs {expected_len}')
+  if len(content) > expected_len:
+    raise DataError(
+        f'IDX file {path} is too long: its header {dims} needs '
+        f'{expected_len} bytes, and more follow')
   return np.frombuffer(content, dtype=np.uint8, offset=header_len).reshape(dims)
+
+
+def _product(dims) -> int:
+  out = 1
+  for d in dims:
+    out *= d
+  return out
+
+
+def verify(content: bytes, path: str, name: str, dataset: str) -> bool:
+  """Checks a file's content against the published checksum of `dataset`'s
+  file `name`; returns False when none is known (the file is unverified).
+
+  Raises:
+    DataError: the checksum differs, or the content is another known
+      dataset's published file (MNIST's files under Data.dataset=
+      'fashion_mnist', say).
+  """
+  digest = hashlib.sha256(content).hexdigest()
+  expected = KNOWN_SHA256.get(dataset, {}).get(name)
+  if expected is not None:
+    if digest != expected:
+      raise DataError(
+          f'IDX file {path} fails its checksum: SHA-256 of its content is '
+          f'{digest}, the published file has {expected}')
+    return True
+  for other, checksums in KNOWN_SHA256.items():
+    if checksums.get(name) == digest:
+      raise DataError(
+          f'IDX file {path} is {other!r}\'s published {name} (its SHA-256 '
+          f'matches), but Data.dataset={dataset!r}; set Data.dataset='
+          f'{other!r}, or point --data_dir at {dataset!r}\'s own files')
+  return False
 
 
 def read(path: str,
@@ -100,7 +185,7 @@ def read(path: str,
   Returns:
     A read-only uint8 array of the file's shape.
   """
-  content = _read_bytes(path)
+  content = read_content(path, expected_ndim)
   array = parse(content, path, expected_ndim)
   if expected_sha256 is not None:
     digest = hashlib.sha256(content).hexdigest()
@@ -109,6 +194,14 @@ def read(path: str,
           f'IDX file {path} fails its checksum: SHA-256 of its content is '
           f'{digest}, the published file has {expected_sha256}')
   return array
+
+
+def read_dataset_file(path: str, name: str, dataset: str,
+                      expected_ndim: int):
+  """(array, verified) of one file of `dataset` (see `verify`)."""
+  content = read_content(path, expected_ndim)
+  array = parse(content, path, expected_ndim)
+  return array, verify(content, path, name, dataset)
 
 
 def check_labels(labels: np.ndarray, num_classes: int, path: str) -> None:

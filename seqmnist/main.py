@@ -7,9 +7,13 @@ Flags hold only the execution environment; everything about the experiment
 is gin (see gin/ and the README).
 """
 
-from absl import app
 from absl import flags
 
+from seqmnist import cli
+
+cli.import_tensorflow_quietly()  # before the modules below import it
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from seqmnist import config
 from seqmnist import train_eval
 from seqmnist.errors import UserError, exit_on_error
@@ -36,8 +40,7 @@ def _train():
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  cli.no_positional_arguments('seqmnist', argv)
   results = exit_on_error('seqmnist', _train)
   print(f'test accuracy {results["test_accuracy"]:.4f} '
         f'(best validation {results["best_val_accuracy"]:.4f} at step '
@@ -46,7 +49,7 @@ def main(argv):
 
 def run():
   """Console-script entry point (`seqmnist`)."""
-  app.run(main)
+  cli.run('seqmnist', main)
 
 
 if __name__ == '__main__':

@@ -11,8 +11,13 @@ file, or `file[index]` inside an IDX file.
 
 import os
 
-from absl import app
 from absl import flags
+
+from seqmnist import cli
+
+cli.import_tensorflow_quietly()  # before the modules below import it
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 import tensorflow as tf
 
@@ -27,15 +32,29 @@ _INVERT = flags.DEFINE_boolean('invert', False, 'PNGs are dark digits on a '
 _BATCH = flags.DEFINE_integer('batch_size', 1000, 'Images per call.')
 
 
+def _ink(path: str) -> tf.Tensor:
+  """A PNG as float32 [h, w, 1] ink intensities in 0..255.
+
+  Gray or colour PNGs: their gray level. PNGs with transparency (what drawing
+  apps export: strokes on a transparent ground): the alpha channel is the
+  ink, whatever colour the strokes are, as a viewer composites them.
+  """
+  try:
+    rgba = tf.io.decode_png(tf.io.read_file(path), channels=4)
+  except tf.errors.InvalidArgumentError as e:
+    raise DataError(f'{path} is not a readable PNG: {e.message}') from e
+  alpha = rgba[..., 3:]
+  if int(tf.reduce_min(alpha)) < 255:  # transparency: the alpha is the ink
+    return tf.cast(alpha, tf.float32)
+  return tf.cast(tf.image.rgb_to_grayscale(rgba[..., :3]), tf.float32)
+
+
 def load_images(path: str, invert: bool = False):
   """[(name, uint8 [n, 28, 28])] from a PNG or IDX file."""
   if not os.path.isfile(path):
     raise UserError(f'{path} does not exist')
   if path.lower().endswith('.png'):
-    try:
-      image = tf.io.decode_png(tf.io.read_file(path), channels=1)
-    except tf.errors.InvalidArgumentError as e:
-      raise DataError(f'{path} is not a readable PNG: {e.message}') from e
+    image = _ink(path)
     if image.shape[:2] != (data.IMAGE_SIZE, data.IMAGE_SIZE):
       image = tf.image.resize(image, [data.IMAGE_SIZE, data.IMAGE_SIZE],
                               method='area')
@@ -53,10 +72,16 @@ def load_images(path: str, invert: bool = False):
 
 
 def predict(export_dir: str, paths, invert=False, batch_size=1000):
-  """[(name, digit, probability)] for every image of every file."""
-  if not export_dir or not os.path.isdir(export_dir):
-    raise UserError(f'--export_dir={export_dir} is not a SavedModel folder '
-                    '(write one with python -m seqmnist.export)')
+  """[(name, digit, probability, blank)] for every image of every file;
+  `blank`: the image has no ink at all (its answer means nothing)."""
+  if not export_dir or not os.path.isfile(
+      os.path.join(export_dir, 'saved_model.pb')):
+    hint = (' (it is a run directory: export it first with python -m '
+            'seqmnist.export)' if export_dir and os.path.isfile(
+                os.path.join(export_dir, 'operative_config.gin')) else
+            ' (write one with python -m seqmnist.export)')
+    raise UserError(f'--export_dir={export_dir} is not a SavedModel folder'
+                    + hint)
   if not paths:
     raise UserError('give at least one PNG or IDX file to classify')
   if batch_size < 1:
@@ -68,18 +93,20 @@ def predict(export_dir: str, paths, invert=False, batch_size=1000):
     for start in range(0, len(pixels), batch_size):
       probs = serve(images=tf.constant(
           pixels[start:start + batch_size]))['probabilities'].numpy()
-      for name, p in zip(names[start:start + batch_size], probs):
+      batch = pixels[start:start + batch_size]
+      for name, p, image in zip(names[start:start + batch_size], probs, batch):
         digit = int(np.argmax(p))
-        out.append((name, digit, float(p[digit])))
+        out.append((name, digit, float(p[digit]), not image.any()))
   return out
 
 
 def main(argv):
   lines = exit_on_error('seqmnist.predict', predict, _EXPORT_DIR.value,
                         argv[1:], _INVERT.value, _BATCH.value)
-  for name, digit, p in lines:
-    print(f'{name}: {digit} (p={p:.3f})')
+  for name, digit, p, blank in lines:
+    print(f'{name}: {digit} (p={p:.3f})' + (
+        '  [blank image: no ink, the answer means nothing]' if blank else ''))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run('seqmnist.predict', main)

@@ -6,8 +6,9 @@ LAYERS = (
     # 0 foundations: errors and the checks every configurable runs
     ('errors', 'validators'),
     # 1 formats and places: IDX files, the run directory, cluster discovery,
+    #   the command line's shared parts,
     #   gate biases, gradient clipping
-    ('idx', 'rundir', 'cluster', 'gates', 'clipping'),
+    ('idx', 'rundir', 'cluster', 'gates', 'clipping', 'cli'),
     # 2 the experiment's parts: data, model, optimizer, strategy, step
     #   functions, event writers, config drift
     ('data', 'models', 'optimizers', 'distribute', 'steps', 'summaries',

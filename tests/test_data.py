@@ -178,6 +178,12 @@ def test_labels_out_of_range_name_the_file(mnist_copy):
   path = mnist_copy / 't10k-labels-idx1-ubyte.gz'
   _rewrite(path, lambda c: c[:20] + b'\x0c' + c[21:])
   # A dataset without published checksums is still checked for its labels.
+  # (Its files must not be MNIST's own, which are refused under another
+  # name: one pixel of each image file changes, and one label.)
+  for name in ('train-images-idx3-ubyte.gz', 't10k-images-idx3-ubyte.gz'):
+    _rewrite(mnist_copy / name, lambda c: c[:-1] + b'\x01')
+  _rewrite(mnist_copy / 'train-labels-idx1-ubyte.gz',
+           lambda c: c[:-1] + bytes([(c[-1] + 1) % 10]))
   with pytest.raises(DataError, match='t10k-labels-idx1-ubyte.gz has label '
                      '12; labels must be in 0..9'):
     data.load(data.DataConfig(dataset='kmnist'), str(mnist_copy))

@@ -109,3 +109,68 @@ def test_export_and_predict_errors_are_one_line(exported, tmp_path):
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
     assert 'Traceback' not in result.stderr
   assert not os.path.exists(tmp_path / 'x')
+
+
+def test_predict_pointed_at_a_run_dir_says_to_export_it(exported):
+  model_dir, _ = exported
+  result = _module('seqmnist.predict', f'--export_dir={model_dir}', 'a.png')
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'seqmnist.predict: error: --export_dir={model_dir} is not a SavedModel '
+      'folder (it is a run directory: export it first with python -m '
+      'seqmnist.export)')
+
+
+def test_an_rgba_png_drawn_through_alpha_reads_as_its_digit(
+    exported, mnist_dir, tmp_path):
+  # What drawing apps export: black strokes whose alpha is the ink, on a
+  # transparent ground. Made from real test digits; predict must answer as
+  # for the same digits in MNIST's own grayscale.
+  _, export_dir = exported
+  images = idx.read(os.path.join(mnist_dir, TEST_IMAGES), expected_ndim=3)
+  gray, rgba = [], []
+  for i in range(5):
+    digit = images[i]
+    g = tmp_path / f'gray{i}.png'
+    g.write_bytes(tf.io.encode_png(digit[..., None]).numpy())
+    pixels = np.zeros((28, 28, 4), np.uint8)
+    pixels[..., 3] = digit  # RGB stays black: only alpha carries the digit
+    r = tmp_path / f'rgba{i}.png'
+    r.write_bytes(tf.io.encode_png(pixels).numpy())
+    gray.append(str(g))
+    rgba.append(str(r))
+  result = _module('seqmnist.predict', f'--export_dir={export_dir}', *gray,
+                   *rgba)
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = result.stdout.splitlines()
+  answers = [line.split(': ', 1)[1] for line in lines]
+  assert answers[:5] == answers[5:], lines
+
+
+def test_a_blank_image_is_flagged(exported, tmp_path):
+  _, export_dir = exported
+  blank = tmp_path / 'blank.png'
+  blank.write_bytes(tf.io.encode_png(np.zeros((28, 28, 1), np.uint8)).numpy())
+  result = _module('seqmnist.predict', f'--export_dir={export_dir}',
+                   str(blank))
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip().endswith(
+      '[blank image: no ink, the answer means nothing]')
+
+
+def test_the_export_is_readable_as_the_umask_allows(exported, tmp_path):
+  model_dir, _ = exported
+  export_dir = tmp_path / 'shared_export'
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  result = subprocess.run(
+      ['bash', '-c', f'umask 022 && {sys.executable} -m seqmnist.export '
+       f'--model_dir={model_dir} --export_dir={export_dir}'],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+      check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert oct(os.stat(export_dir).st_mode & 0o777) == '0o755'
+  for root, _, files in os.walk(export_dir):
+    assert oct(os.stat(root).st_mode & 0o777) == '0o755', root
+    for name in files:
+      path = os.path.join(root, name)
+      assert oct(os.stat(path).st_mode & 0o777) == '0o644', path

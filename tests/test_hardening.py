@@ -3,15 +3,18 @@ the CLI on real MNIST, with real files broken the way disks and users break
 them, and real signals. (The foreign folder and the lock: test_rundir.py.)
 """
 
-import json
+import gzip
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
-from conftest import FAST, gin_params, run_cli, start_cli, wait_for_line
+from conftest import (FAST, REPO, gin_params, run_cli, start_cli,
+                      wait_for_line)
 from test_reliability import _assert_same_run, _final_weights, _one_line
 from test_main import _results
 
@@ -147,3 +150,140 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path, mnist_dir):
   code = proc.wait(timeout=60)
   assert code != 0 and time.time() - started < 30
   assert not (model_dir / 'checkpoints').exists()  # nothing half-saved
+
+
+# Bad input: early, one line, exit 2, nothing written -------------------------
+
+
+def _fails_in_one_line(result, message, program='seqmnist'):
+  assert result.returncode == 2, result.stderr[-3000:]
+  lines = result.stderr.strip().splitlines()
+  assert 'Traceback' not in result.stderr
+  assert lines[-1] == f'{program}: error: {message}', lines[-3:]
+
+
+def _quiet_cli(*args):
+  """The CLI as a user runs it: TF_CPP_MIN_LOG_LEVEL not set."""
+  env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+  return subprocess.run([sys.executable, '-m', 'seqmnist.main', *args],
+                        capture_output=True, text=True, timeout=600, env=env,
+                        cwd=REPO, check=False)
+
+
+def test_a_config_error_prints_its_one_line_and_nothing_else(tmp_path,
+                                                             mnist_dir):
+  result = _quiet_cli('--gin_file=row.gin', '--gin_param=Model.units=-1',
+                      f'--model_dir={tmp_path}/run', f'--data_dir={mnist_dir}')
+  assert result.returncode == 2
+  assert result.stderr.splitlines() == [
+      'seqmnist: error: Model.units=-1 must be an integer from 1 to 8,192']
+  assert not (tmp_path / 'run').exists()
+
+
+def test_a_normal_run_prints_no_error_line(tmp_path, mnist_dir):
+  # The README's form of --gin_file (a path), which once printed a false
+  # "ERROR ... Path not found: .../gin/gin/row.gin".
+  result = _quiet_cli('--gin_file=gin/row.gin', f'--model_dir={tmp_path}/run',
+                      f'--data_dir={mnist_dir}',
+                      *gin_params(*FAST, 'Trainer.steps=10',
+                                  'Trainer.eval_every=10'))
+  assert result.returncode == 0, result.stderr[-3000:]
+  bad = [line for line in result.stderr.splitlines()
+         if re.match(r'^E\d{4}', line) or 'ERROR' in line
+         or 'Path not found' in line]
+  assert not bad, bad
+
+
+@pytest.mark.parametrize('args, message', [
+    (('--bogus',), "Unknown command line flag 'bogus' (see --helpshort)"),
+    (('stray', '--gin_file=row.gin'),
+     'unexpected argument(s) stray; every input is a --flag (see --helpshort)'),
+    (('--gin_file=row.gin', '--gin_param=Model.units=(', '--model_dir=x'),
+     'bad gin config: EOF in multi-line statement (an unclosed bracket or '
+     'quote?) in Model.units=('),
+], ids=['unknown-flag', 'positional', 'gin-syntax'])
+def test_command_line_mistakes_are_one_line_exit_2(args, message):
+  _fails_in_one_line(run_cli(*args), message)
+
+
+def test_mnist_files_under_another_datasets_name_are_refused(tmp_path,
+                                                             mnist_dir):
+  result = run_cli('--gin_file=row.gin', f'--model_dir={tmp_path}/run',
+                   f'--data_dir={mnist_dir}',
+                   "--gin_param=Data.dataset='fashion_mnist'")
+  _fails_in_one_line(
+      result, f"IDX file {mnist_dir}/train-images-idx3-ubyte.gz is 'mnist''s "
+      'published train-images-idx3-ubyte (its SHA-256 matches), but '
+      "Data.dataset='fashion_mnist'; set Data.dataset='mnist', or point "
+      "--data_dir at 'fashion_mnist''s own files")
+  assert not (tmp_path / 'run').exists()
+
+
+def _write_idx_gz(path, dims, body_bytes, extra_zeros=0):
+  with gzip.open(path, 'wb', compresslevel=1) as f:
+    f.write(bytes([0, 0, 8, len(dims)]))
+    for d in dims:
+      f.write(d.to_bytes(4, 'big'))
+    f.write(body_bytes)
+    chunk = bytes(1 << 24)
+    for _ in range(extra_zeros // len(chunk)):
+      f.write(chunk)
+
+
+def test_an_idx_header_of_absurd_dimensions_is_refused_unread(mnist_copy):
+  path = mnist_copy / 'train-images-idx3-ubyte.gz'
+  _write_idx_gz(path, (2**32 - 1, 2**32 - 1, 2**32 - 1), b'')
+  from seqmnist import data  # pylint: disable=import-outside-toplevel
+  from seqmnist.errors import DataError  # pylint: disable=import-outside-toplevel
+  with pytest.raises(DataError, match=r'claims dimensions \(4294967295, '
+                     r'4294967295, 4294967295\) \(79,228,162,458,924,105,385,'
+                     r'300,197,375 bytes\), more than the 1,073,741,824'):
+    data.load(data.DataConfig(), str(mnist_copy))
+
+
+def test_a_gzip_bomb_is_not_inflated(mnist_copy, mnist_dir):
+  # MNIST's real header and body, then 1 GiB of zeros (1 MiB compressed):
+  # the reader stops one byte past what the header announces.
+  from seqmnist import data, idx  # pylint: disable=import-outside-toplevel
+  from seqmnist.errors import DataError  # pylint: disable=import-outside-toplevel
+  labels = idx.read(os.path.join(mnist_dir, 't10k-labels-idx1-ubyte.gz'),
+                    expected_ndim=1)
+  path = mnist_copy / 't10k-labels-idx1-ubyte.gz'
+  _write_idx_gz(path, (10000,), labels.tobytes(), extra_zeros=1 << 30)
+  assert os.path.getsize(path) < 20 << 20
+  started = time.time()
+  with pytest.raises(DataError, match=r'is too long: its header \(10000,\) '
+                     'needs 10008 bytes, and more follow'):
+    data.load(data.DataConfig(), str(mnist_copy))
+  assert time.time() - started < 20
+
+
+@pytest.mark.parametrize('kind', ['empty', 'missing', 'loop', 'file'])
+def test_a_data_dir_without_data_answers_at_once(tmp_path, kind):
+  path = tmp_path / 'data'
+  if kind == 'empty':
+    path.mkdir()
+  elif kind == 'loop':
+    os.symlink(path, path)
+  elif kind == 'file':
+    path.write_text('x')
+  started = time.time()
+  result = run_cli('--gin_file=row.gin', f'--model_dir={tmp_path}/run',
+                   f'--data_dir={path}')
+  message = {
+      'empty': (f'--data_dir={path} holds neither the four IDX files '
+                '(train-images-idx3-ubyte, train-labels-idx1-ubyte, '
+                't10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each '
+                f'optionally .gz) nor a TFDS data folder ({path}/mnist/); '
+                'point it at one, or leave --data_dir out to download through '
+                'TFDS'),
+      'missing': f'--data_dir={path} does not exist',
+      'loop': (f'--data_dir={path} is a symbolic link that does not resolve '
+               '(a loop, or its target is missing)'),
+      'file': f'--data_dir={path} is a file, not a folder',
+  }[kind]
+  _fails_in_one_line(result, message)
+  assert time.time() - started < 60
+  assert not (tmp_path / 'run').exists()
+  if kind == 'empty':
+    assert os.listdir(path) == []  # no TFDS litter

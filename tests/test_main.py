@@ -147,11 +147,18 @@ def _wrong_magic(data_dir):
 
 
 def _label_out_of_range(data_dir):
-  path = os.path.join(data_dir, 't10k-labels-idx1-ubyte.gz')
-  with gzip.open(path, 'rb') as f:
-    content = f.read()
-  with gzip.open(path, 'wb') as f:
-    f.write(content[:20] + b'\x0c' + content[21:])
+  def rewrite(name, change):
+    path = os.path.join(data_dir, name)
+    with gzip.open(path, 'rb') as f:
+      content = f.read()
+    with gzip.open(path, 'wb') as f:
+      f.write(change(content))
+  rewrite('t10k-labels-idx1-ubyte.gz', lambda c: c[:20] + b'\x0c' + c[21:])
+  # Not MNIST's own files any more (which are refused under another name).
+  for name in ('train-images-idx3-ubyte.gz', 't10k-images-idx3-ubyte.gz'):
+    rewrite(name, lambda c: c[:-1] + b'\x01')
+  rewrite('train-labels-idx1-ubyte.gz',
+          lambda c: c[:-1] + bytes([(c[-1] + 1) % 10]))
 
 
 def _remove_test_labels(data_dir):

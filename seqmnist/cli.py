@@ -1,0 +1,75 @@
+"""What every command-line entry point shares: flag errors as one line, and
+TensorFlow's start-up records kept off the terminal.
+
+TensorFlow 2.21 writes a few records to stderr when it is imported and when
+it first probes for GPUs (oneDNN, "Could not find cuda drivers", a cuInit
+"ERROR" on machines without one), before its logging is initialised, so
+TF_CPP_MIN_LOG_LEVEL does not silence them. `quiet_stderr` captures file
+descriptor 2 around those two moments and passes what was written to absl's
+DEBUG log (`--verbosity=1` shows it), so a normal run prints no ERROR line
+that is not an error, and a bad config prints its one line and nothing else.
+"""
+
+import contextlib
+import os
+import sys
+import tempfile
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from seqmnist.errors import EXIT_BAD_INPUT
+
+
+@contextlib.contextmanager
+def quiet_stderr(what: str):
+  """Captures everything written to fd 2 (C++ included) inside the block,
+  then logs it at DEBUG, saying `what` wrote it."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      yield
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      captured.seek(0)
+      text = captured.read().decode('utf-8', errors='replace').strip()
+      if text:
+        logging.debug('%s wrote to stderr:\n%s', what, text)
+
+
+def import_tensorflow_quietly() -> None:
+  """Imports TensorFlow (and Keras) and lets it probe for GPUs, with the
+  start-up records of both captured; call before importing any module that
+  imports TensorFlow. (Physical devices only: listing them does not start
+  the runtime, which MultiWorkerMirroredStrategy must configure first.)"""
+  with quiet_stderr('TensorFlow start-up'):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import keras  # pylint: disable=g-import-not-at-top,unused-import
+    tf.config.list_physical_devices('GPU')
+
+
+def run(program: str, main) -> None:
+  """absl's app.run, with a bad flag or a stray argument answered in one
+  line and exit 2 instead of a usage page and exit 1."""
+
+  def parse(argv):
+    try:
+      argv = flags.FLAGS(argv)
+    except flags.Error as e:
+      print(f'{program}: error: {e} (see --helpshort)', file=sys.stderr)
+      sys.exit(EXIT_BAD_INPUT)
+    return argv
+
+  app.run(main, flags_parser=parse)
+
+
+def no_positional_arguments(program: str, argv) -> None:
+  if len(argv) > 1:
+    print(f'{program}: error: unexpected argument(s) {" ".join(argv[1:])}; '
+          'every input is a --flag (see --helpshort)', file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
