@@ -1,6 +1,8 @@
 """Cluster discovery from TF_CONFIG, Slurm step variables and Kubernetes."""
 
 import json
+import shutil
+import subprocess
 
 import pytest
 
@@ -76,3 +78,33 @@ def test_kubernetes_indexed_job():
 def test_kubernetes_errors(env, message):
   with pytest.raises(ConfigError, match=message):
     cluster.discover(env)
+
+
+@pytest.mark.parametrize('hostlist', [
+    'node[09-10],gpu3', 'a[1-2]-ib[3,5]', 'n1', 'node[1,3-4]', 'x[008-010]',
+    'rack[1-2]-node[01-02]', 'c1,c2,c[3-4]'])
+def test_hostlist_matches_slurms_own_expansion(hostlist):
+  """Our parser against `scontrol show hostnames` where Slurm is installed,
+  else against the expansions written out by hand."""
+  by_hand = {
+      'node[09-10],gpu3': ['node09', 'node10', 'gpu3'],
+      'a[1-2]-ib[3,5]': ['a1-ib3', 'a1-ib5', 'a2-ib3', 'a2-ib5'],
+      'n1': ['n1'],
+      'node[1,3-4]': ['node1', 'node3', 'node4'],
+      'x[008-010]': ['x008', 'x009', 'x010'],
+      'rack[1-2]-node[01-02]': ['rack1-node01', 'rack1-node02',
+                                'rack2-node01', 'rack2-node02'],
+      'c1,c2,c[3-4]': ['c1', 'c2', 'c3', 'c4'],
+  }[hostlist]
+  assert cluster.expand_hostlist(hostlist) == by_hand
+  if shutil.which('scontrol'):
+    slurm = subprocess.run(['scontrol', 'show', 'hostnames', hostlist],
+                           capture_output=True, text=True, timeout=30,
+                           check=True).stdout.split()
+    assert cluster.expand_hostlist(hostlist) == slurm
+
+
+def test_a_bad_hostlist_is_one_clear_error():
+  with pytest.raises(ConfigError, match=r"Slurm host list 'node\[1-2' has "
+                     'unbalanced brackets'):
+    cluster.expand_hostlist('node[1-2')
