@@ -13,6 +13,7 @@ import tokenize
 from typing import List, Sequence
 
 import gin
+from gin import config_parser
 
 # Importing these registers every configurable a gin file may name.
 from seqmnist import dashboard  # pylint: disable=unused-import
@@ -73,15 +74,74 @@ def _add_search_path():
     _search_path_added = True
 
 
-def parse(gin_files: Sequence[str], gin_params: Sequence[str]) -> List[str]:
+class _AnyValue(config_parser.ParserDelegate):
+  """Parses without resolving references or macros (to scan statements)."""
+
+  def configurable_reference(self, scoped_configurable_name, evaluate):
+    return None
+
+  def macro(self, macro_name):
+    return None
+
+
+def _imports(text: str, where: str, seen: set) -> List[str]:
+  """'WHERE line N: import MODULE' for every import statement in a gin text
+  and the files it includes (resolved as gin resolves them)."""
+  found = []
+  try:
+    statements = list(config_parser.ConfigParser(text, _AnyValue()))
+  except SyntaxError:
+    return found  # gin's own parse reports it, with its location
+  for statement in statements:
+    if isinstance(statement, config_parser.ImportStatement):
+      found.append(f'{where} line {statement.location.line_num}: '
+                   f'{statement.format()}')
+    elif isinstance(statement, config_parser.IncludeStatement):
+      for prefix in ('', gin_dir()):
+        path = os.path.join(prefix, statement.filename)
+        if os.path.isfile(path) and os.path.abspath(path) not in seen:
+          seen.add(os.path.abspath(path))
+          with open(path) as f:
+            found += _imports(f.read(), path, seen)
+          break
+  return found
+
+
+def check_no_imports(paths: Sequence[str], gin_params: Sequence[str]) -> None:
+  """Raises ConfigError if a gin file (or an include, or a binding) has an
+  `import` statement: gin runs the imported module's code, so a config from
+  elsewhere could run anything. `--allow_gin_imports` permits them."""
+  seen = {os.path.abspath(p) for p in paths}
+  found = []
+  for path in paths:
+    with open(path) as f:
+      found += _imports(f.read(), path, seen)
+  found += _imports('\n'.join(gin_params), '--gin_param', seen)
+  if found:
+    more = f' (and {len(found) - 1} more)' if len(found) > 1 else ''
+    raise ConfigError(
+        f'{found[0]}{more}: gin imports run the module\'s code, so seqmnist '
+        'refuses them; pass --allow_gin_imports if you trust this config')
+
+
+def parse(gin_files: Sequence[str], gin_params: Sequence[str],
+          allow_imports: bool = False) -> List[str]:
   """Parses gin files then bindings, strictly, and finalizes the config.
+
+  Args:
+    gin_files: paths or names of shipped files.
+    gin_params: bindings applied after the files.
+    allow_imports: permit gin `import` statements (see check_no_imports).
 
   Returns:
     The resolved paths of the gin files.
   Raises:
-    ConfigError: a file is missing, or a name or value does not parse.
+    ConfigError: a file is missing, a name or value does not parse, or an
+      import is not allowed.
   """
   paths = [resolve(f) for f in gin_files]
+  if not allow_imports:
+    check_no_imports(paths, gin_params)
   gin.clear_config()
   _add_search_path()
   root = logging.getLogger()

@@ -27,6 +27,9 @@ _GIN_PARAM = flags.DEFINE_multi_string(
 _MODEL_DIR = flags.DEFINE_string(
     'model_dir', None, 'Run directory: checkpoints, TensorBoard events, '
     'operative_config.gin, results.json. Rerunning resumes.')
+_ALLOW_GIN_IMPORTS = flags.DEFINE_boolean(
+    'allow_gin_imports', False, 'Permit `import` statements in gin files and '
+    "bindings (they run the module's code: only for configs you trust).")
 _DATA_DIR = flags.DEFINE_string(
     'data_dir', None, 'A folder with the four MNIST IDX files (read offline), '
     "or TFDS's data_dir; default: TFDS's own, downloading if needed.")
@@ -35,7 +38,8 @@ _DATA_DIR = flags.DEFINE_string(
 def _train():
   if not _GIN_FILE.value:
     raise UserError('--gin_file is required, e.g. --gin_file=row.gin')
-  config.parse(_GIN_FILE.value, _GIN_PARAM.value)
+  config.parse(_GIN_FILE.value, _GIN_PARAM.value,
+               allow_imports=_ALLOW_GIN_IMPORTS.value)
   return train_eval.train_and_evaluate(_MODEL_DIR.value, _DATA_DIR.value)
 
 

@@ -287,3 +287,31 @@ def test_a_data_dir_without_data_answers_at_once(tmp_path, kind):
   assert not (tmp_path / 'run').exists()
   if kind == 'empty':
     assert os.listdir(path) == []  # no TFDS litter
+
+
+def test_gin_imports_are_refused_unless_allowed(tmp_path, mnist_dir):
+  # An `import` in a gin file runs that module's code: a config is code.
+  marker = tmp_path / 'ran'
+  module = tmp_path / 'sideeffect.py'
+  module.write_text(f'open({str(marker)!r}, "w").close()\n')
+  config = tmp_path / 'imports.gin'
+  config.write_text("include 'row.gin'\nimport sideeffect\n")
+  env_path = f'{tmp_path}:{os.environ.get("PYTHONPATH", "")}'
+  args = ('--gin_file=' + str(config), f'--model_dir={tmp_path}/run',
+          f'--data_dir={mnist_dir}', *gin_params(*FAST, 'Trainer.steps=2',
+                                                 'Trainer.eval_every=2'))
+  env = dict(os.environ, PYTHONPATH=env_path, TF_CPP_MIN_LOG_LEVEL='2')
+  refused = subprocess.run([sys.executable, '-m', 'seqmnist.main', *args],
+                           capture_output=True, text=True, timeout=600,
+                           env=env, cwd=REPO, check=False)
+  _fails_in_one_line(
+      refused, f'{config} line 2: import sideeffect: gin imports run the '
+      "module's code, so seqmnist refuses them; pass --allow_gin_imports if "
+      'you trust this config')
+  assert not marker.exists() and not (tmp_path / 'run').exists()
+  allowed = subprocess.run(
+      [sys.executable, '-m', 'seqmnist.main', *args, '--allow_gin_imports'],
+      capture_output=True, text=True, timeout=600, env=env, cwd=REPO,
+      check=False)
+  assert allowed.returncode == 0, allowed.stderr[-3000:]
+  assert marker.exists()

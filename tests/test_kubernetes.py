@@ -138,3 +138,56 @@ def test_entrypoint_derives_tf_config_for_two_pods(tmp_path, mnist_dir):
     assert derived['source'] == 'a Kubernetes Indexed Job of 2 pods'
   results = _results(model_dir)
   assert results['replicas'] == 2 and results['global_step'] == 20
+
+
+def _pod_specs():
+  job = _documents('job.yaml')[0]['spec']['template']['spec']
+  tfjob = [r['template']['spec'] for r in
+           _documents('tfjob.yaml')[0]['spec']['tfReplicaSpecs'].values()]
+  return [job, *tfjob]
+
+
+def test_pods_run_as_non_root_with_nothing_to_escalate():
+  for pod in _pod_specs():
+    assert pod['securityContext']['runAsNonRoot'] is True
+    assert pod['securityContext']['runAsUser'] != 0
+    mounts_tmp = any(v['name'] == 'tmp' and 'emptyDir' in v
+                     for v in pod['volumes'])
+    for container in pod['containers']:
+      security = container['securityContext']
+      assert security['allowPrivilegeEscalation'] is False
+      assert security['capabilities']['drop'] == ['ALL']
+      # A read-only root needs a writable /tmp (non-chief saves) and HOME.
+      assert security['readOnlyRootFilesystem'] is True and mounts_tmp
+      assert {'name': 'HOME', 'value': '/tmp'} in container['env']
+      for kind in ('requests', 'limits'):
+        assert {'cpu', 'memory'} <= set(container['resources'][kind]), kind
+
+
+def test_the_image_runs_as_the_manifests_user():
+  with open(os.path.join(K8S, 'Dockerfile')) as f:
+    text = f.read()
+  assert 'useradd --uid 1000' in text and '\nUSER 1000:1000\n' in text
+  uids = {pod['securityContext']['runAsUser'] for pod in _pod_specs()}
+  assert uids == {1000}
+
+
+def test_network_policies_admit_only_the_jobs_own_pods_on_its_port():
+  policies = _documents('networkpolicy.yaml')
+  for policy in policies:
+    kubernetes_validate.validate(policy, VERSION, strict=True)
+  job, workers = policies
+  job_pods = _documents('job.yaml')[0]['spec']['template']['metadata'][
+      'labels']
+  job_env = {e['name']: e['value'] for e in _documents('job.yaml')[0][
+      'spec']['template']['spec']['containers'][0]['env']}
+  assert job['spec']['podSelector']['matchLabels'].items() <= job_pods.items()
+  (rule,) = job['spec']['ingress']
+  assert rule['from'] == [{'podSelector': job['spec']['podSelector']}]
+  assert rule['ports'] == [{'protocol': 'TCP',
+                            'port': int(job_env['SEQMNIST_PORT'])}]
+  tfjob = _documents('tfjob.yaml')[0]
+  (rule,) = workers['spec']['ingress']
+  assert workers['spec']['podSelector']['matchLabels'] == {
+      'training.kubeflow.org/job-name': tfjob['metadata']['name']}
+  assert rule['ports'] == [{'protocol': 'TCP', 'port': 2222}]
