@@ -255,3 +255,51 @@ def test_run_length_and_cadence_may_change_on_resume(tmp_path, mnist_dir):
   assert _results(model_dir)['global_step'] == 30
   assert "Trainer.eval_every = 5" in (model_dir /
                                       'operative_config.gin').read_text()
+
+
+# Resume onto another topology ------------------------------------------------
+
+
+def _assert_close_run(model_dir, reference, rtol=1e-4, atol=1e-5):
+  """The same run up to the floating-point order of a different all-reduce
+  (2 workers sum per-worker gradients; 1 process sums one batch)."""
+  results, weights = _results(model_dir), _final_weights(model_dir)
+  ref_results, ref_weights = reference
+  assert results['global_step'] == ref_results['global_step']
+  assert abs(results['test_accuracy'] - ref_results['test_accuracy']) <= 0.002
+  assert weights.keys() == ref_weights.keys() and weights
+  for name in weights:
+    np.testing.assert_allclose(weights[name], ref_weights[name], rtol=rtol,
+                               atol=atol, err_msg=name)
+
+
+@pytest.mark.parametrize('first, then', [(2, 1), (1, 2)],
+                         ids=['2-workers-then-1', '1-then-2-workers'])
+def test_resume_onto_another_number_of_workers(tmp_path, mnist_dir, reference,
+                                               first, then):
+  model_dir = tmp_path / 'run'
+  args = _args(model_dir, mnist_dir)
+
+  def start(n, name):
+    logs = tmp_path / name
+    logs.mkdir()
+    if n == 1:
+      return [start_cli(*args, log=logs / 'worker-0.log')], logs
+    return start_workers(n, args, str(logs)), logs
+
+  procs, logs = start(first, 'first')
+  wait_for_line(logs / 'worker-0.log', 'Saved checkpoint', procs)
+  for proc in procs:
+    proc.send_signal(signal.SIGTERM)
+  assert [p.wait(timeout=300) for p in procs] == [PREEMPTED] * first
+  step = int(re.search(r'saved at step (\d+)', _one_line(
+      (logs / 'worker-0.log').read_text(), 'preempted')).group(1))
+  assert 20 <= step < STEPS
+
+  procs, logs = start(then, 'then')
+  assert [p.wait(timeout=300) for p in procs] == [0] * then, (
+      logs / 'worker-0.log').read_text()[-3000:]
+  text = (logs / 'worker-0.log').read_text()
+  assert f'ckpt-{step} at step {step}' in text
+  assert _results(model_dir)['replicas'] == then
+  _assert_close_run(model_dir, reference)
