@@ -31,6 +31,7 @@ from seqmnist import progress
 from seqmnist import rundir as rundir_lib
 from seqmnist import summaries as summaries_lib
 from seqmnist import trainer as trainer_lib
+from seqmnist.errors import ConfigError
 
 
 def train_and_evaluate(model_dir: str, data_dir: Optional[str]) -> dict:
@@ -49,6 +50,7 @@ def train_and_evaluate(model_dir: str, data_dir: Optional[str]) -> dict:
   run_dir.check_usable()
   strategy = distribute.make_strategy(configs.distribute)
   configs.check_with(strategy)
+  _check_memory(configs, distribute.num_workers(strategy))
   operative_config = gin.operative_config_str()
   _check_resumable(run_dir, operative_config)
   splits = data.load(configs.data, data_dir)
@@ -67,6 +69,30 @@ def train_and_evaluate(model_dir: str, data_dir: Optional[str]) -> dict:
                   operative_config).run()
     finally:
       run_dir.unlock()
+
+
+def _available_memory() -> Optional[int]:
+  """MemAvailable of /proc/meminfo in bytes (Linux), else None."""
+  try:
+    with open('/proc/meminfo') as f:
+      for line in f:
+        if line.startswith('MemAvailable:'):
+          return int(line.split()[1]) * 1024
+  except (OSError, ValueError, IndexError):
+    pass
+  return None
+
+
+def _check_memory(configs, workers):
+  """Refuses a config whose estimated memory exceeds what is available."""
+  need, have = configs.memory_bytes(workers), _available_memory()
+  if have is not None and need > have:
+    raise ConfigError(
+        f'this config needs about {need / 2**30:,.1f} GiB of memory per '
+        f'process (Model.units={configs.model.units}, Model.layers='
+        f'{configs.model.layers}, Data.batch_size={configs.data.batch_size}, '
+        f'{configs.data.sequence_shape[0]} steps) and this machine has '
+        f'{have / 2**30:,.1f} GiB available; lower one of them')
 
 
 def _check_resumable(run_dir, operative_config):

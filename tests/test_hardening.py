@@ -315,3 +315,21 @@ def test_gin_imports_are_refused_unless_allowed(tmp_path, mnist_dir):
       check=False)
   assert allowed.returncode == 0, allowed.stderr[-3000:]
   assert marker.exists()
+
+
+def test_a_config_that_cannot_fit_in_memory_is_refused_first(tmp_path,
+                                                             mnist_dir):
+  # About a petabyte by the estimate: no machine has it. (An allocation of
+  # this size once grew the process to 24 GB before the OOM killer.)
+  result = run_cli('--gin_file=pixel.gin', f'--model_dir={tmp_path}/run',
+                   f'--data_dir={mnist_dir}',
+                   *gin_params('UNITS=8192', 'Model.layers=64',
+                               'Data.batch_size=70000'))
+  assert result.returncode == 2, result.stderr[-3000:]
+  line = result.stderr.strip().splitlines()[-1]
+  assert re.fullmatch(
+      r'seqmnist: error: this config needs about [\d,.]+ GiB of memory per '
+      r'process \(Model.units=8192, Model.layers=64, Data.batch_size=70000, '
+      r'784 steps\) and this machine has [\d,.]+ GiB available; lower one of '
+      r'them', line), line
+  assert not (tmp_path / 'run').exists()
