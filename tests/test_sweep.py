@@ -1,0 +1,188 @@
+"""`python -m seqmnist.sweep`, local backend: real processes on real MNIST.
+
+A 2 x 2 grid of tiny row runs end to end; a rerun skips what is finished; a
+sweep stopped by SIGTERM and rerun ends with the results of an uninterrupted
+one; every bad input is refused before anything runs or is written.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO
+from seqmnist import sweep
+
+BASE = ('--gin_file=row.gin', '--gin_param=STEPS=30',
+        '--gin_param=Trainer.eval_every=10',
+        '--gin_param=Trainer.checkpoint_every=10',
+        '--gin_param=Trainer.steps_per_loop=5',
+        '--gin_param=Model.batch_norm=False')
+AXES = ('--sweep=Trainer.seed=0,1', '--sweep=UNITS=8,16')
+POINTS = ['Trainer.seed=0,UNITS=8', 'Trainer.seed=0,UNITS=16',
+          'Trainer.seed=1,UNITS=8', 'Trainer.seed=1,UNITS=16']
+EXACT = ('test_accuracy', 'best_val_accuracy', 'best_step', 'global_step',
+         'weights_fingerprint')
+
+
+def _command(runs_dir, mnist_dir, *extra):
+  return [sys.executable, '-m', 'seqmnist.sweep', *BASE, *AXES,
+          f'--runs_dir={runs_dir}', f'--data_dir={mnist_dir}', *extra]
+
+
+def _sweep(runs_dir, mnist_dir, *extra, timeout=900):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  return subprocess.run(_command(runs_dir, mnist_dir, *extra), cwd=REPO,
+                        env=env, capture_output=True, text=True,
+                        timeout=timeout, check=False)
+
+
+def _results(runs_dir):
+  out = {}
+  for name in POINTS:
+    with open(os.path.join(runs_dir, name, 'results.json')) as f:
+      out[name] = json.load(f)
+  return out
+
+
+@pytest.fixture(scope='module')
+def finished(tmp_path_factory, mnist_dir):
+  runs_dir = tmp_path_factory.mktemp('sweep') / 'runs'
+  result = _sweep(runs_dir, mnist_dir, '--parallel=2')
+  assert result.returncode == 0, result.stderr[-3000:]
+  return runs_dir, result
+
+
+def test_a_2x2_grid_runs_every_point_in_its_own_run_dir(finished):
+  runs_dir, result = finished
+  assert sorted(os.listdir(runs_dir)) == sorted(POINTS + ['logs',
+                                                         'sweep.json'])
+  results = _results(runs_dir)
+  for name, r in results.items():
+    assert r['global_step'] == 30, name
+    config = open(os.path.join(runs_dir, name, 'operative_config.gin')).read()
+    seed, units = name.split(',')
+    assert f'Trainer.seed = {seed.split("=")[1]}' in config
+    assert f'UNITS = {units.split("=")[1]}' in config
+  # Seeds and widths give different runs.
+  assert len({r['weights_fingerprint'] for r in results.values()}) == 4
+  lines = result.stderr.splitlines()
+  assert 'sweep: 4 point(s) in' in lines[0]
+  assert lines[-1] == 'sweep: 4 done, 0 running, 0 failed, 0 left'
+  assert 'Traceback' not in result.stderr
+
+
+def test_a_rerun_skips_the_finished_points(finished, mnist_dir):
+  runs_dir, _ = finished
+  before = {n: os.path.getmtime(os.path.join(runs_dir, n, 'results.json'))
+            for n in POINTS}
+  result = _sweep(runs_dir, mnist_dir)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stderr.splitlines()[-1] == (
+      'sweep: 4 done, 0 running, 0 failed, 0 left')
+  assert {n: os.path.getmtime(os.path.join(runs_dir, n, 'results.json'))
+          for n in POINTS} == before
+
+
+def test_sigterm_stops_gracefully_and_a_rerun_ends_as_uninterrupted(
+    tmp_path, mnist_dir, finished):
+  runs_dir = tmp_path / 'runs'
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  proc = subprocess.Popen(
+      _command(runs_dir, mnist_dir, '--parallel=2',
+               '--gin_param=Trainer.steps_per_loop=1'),
+      cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+  # Stop once the first point has saved a checkpoint.
+  deadline = time.time() + 300
+  while not list(runs_dir.glob('*/checkpoints/ckpt-10.index')):
+    assert proc.poll() is None and time.time() < deadline
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  _, stderr = proc.communicate(timeout=300)
+  assert proc.returncode == 143, stderr[-3000:]
+  assert 'SIGTERM: stopping the 2 running point(s) gracefully' in stderr
+  logs = ''.join(p.read_text() for p in (runs_dir / 'logs').iterdir())
+  assert 'seqmnist: preempted: checkpoint saved at step' in logs
+  assert not all((runs_dir / n / 'results.json').exists() for n in POINTS)
+
+  result = _sweep(runs_dir, mnist_dir, '--parallel=2',
+                  '--gin_param=Trainer.steps_per_loop=1')
+  assert result.returncode == 0, result.stderr[-3000:]
+  resumed, reference = _results(runs_dir), _results(finished[0])
+  for name in POINTS:
+    for key in EXACT:
+      assert resumed[name][key] == reference[name][key], (name, key)
+
+
+@pytest.mark.parametrize('axes, message', [
+    (('--sweep=UNITS=8,-1',),
+     'grid point 1 (UNITS=-1): Model.units=-1 must be an integer from 1 to'),
+    (('--sweep=Model.unitz=8,16',),
+     "grid point 0 (Model.unitz=8): bad gin config: Configurable 'Model' "
+     "doesn't have a parameter named 'unitz'"),
+    ((), 'give at least one --sweep="NAME=VALUE,..." axis'),
+    (('--sweep=UNITS=8', '--sweep=UNITS=16'),
+     '--sweep axis UNITS is given more than once; give each binding one '
+     '--sweep with all its values'),
+    (('--sweep=UNITS=',), "--sweep='UNITS=' has no values"),
+    (('--sweep=UNITS=[8',), "--sweep='UNITS=[8': the values do not parse"),
+], ids=['bad-value', 'unknown-name', 'empty', 'repeated', 'no-values',
+        'syntax'])
+def test_bad_sweeps_are_refused_before_anything_is_written(
+    tmp_path, mnist_dir, axes, message):
+  runs_dir = tmp_path / 'runs'
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  result = subprocess.run(
+      [sys.executable, '-m', 'seqmnist.sweep', *BASE, *axes,
+       f'--runs_dir={runs_dir}', f'--data_dir={mnist_dir}'],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+      check=False)
+  assert result.returncode == 2, result.stderr[-3000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('seqmnist.sweep: error: ' + message), last
+  assert not runs_dir.exists()
+
+
+def test_a_runs_dir_of_another_sweep_is_refused_untouched(finished,
+                                                           mnist_dir):
+  runs_dir, _ = finished
+  before = sorted(os.listdir(runs_dir))
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  result = subprocess.run(
+      [sys.executable, '-m', 'seqmnist.sweep', *BASE,
+       '--sweep=Trainer.seed=0,1,2', f'--runs_dir={runs_dir}',
+       f'--data_dir={mnist_dir}'],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+      check=False)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      f'seqmnist.sweep: error: --runs_dir={runs_dir} holds another sweep')
+  assert sorted(os.listdir(runs_dir)) == before
+
+
+def test_axis_values_are_gin_values():
+  axis = sweep.parse_axis("Model.cell='gru','lstm'")
+  assert axis == sweep.Axis('Model.cell', ('gru', 'lstm'))
+  axis = sweep.parse_axis('Trainer.clip_exclude=["a/", "b,c"],[]')
+  assert axis.values == (['a/', 'b,c'], [])
+  axis = sweep.parse_axis('Trainer.learning_rate=1e-3,@schedules.CosineDecay()')
+  assert [sweep.gin_text(v) for v in axis.values] == [
+      '0.001', '@schedules.CosineDecay()']
+
+
+def test_point_names_are_readable_stable_and_safe():
+  points = sweep.grid([sweep.parse_axis("Model.cell='gru','lstm'"),
+                       sweep.parse_axis('Trainer.clip_exclude=["a/b"],["a_b"]')])
+  names = [p.name for p in points]
+  assert names[0].startswith("Model.cell=gru,Trainer.clip_exclude=")
+  assert all('/' not in n and "'" not in n for n in names)
+  assert len(set(names)) == 4  # "a/b" and "a_b" would clash: hashed apart
+  assert names == [p.name for p in sweep.grid(
+      [sweep.parse_axis("Model.cell='gru','lstm'"),
+       sweep.parse_axis('Trainer.clip_exclude=["a/b"],["a_b"]')])]
+  assert points[0].bindings == ("Model.cell='gru'",
+                                "Trainer.clip_exclude=['a/b']")
