@@ -85,6 +85,12 @@ def _is_macro(key: str) -> bool:
   return '.' not in key.split('/')[-1]
 
 
+def resolved(bindings: Dict[str, Any]) -> Dict[str, Any]:
+  """The bindings of configurables (macros dropped), macros resolved."""
+  return {k: _resolve(v, bindings) for k, v in bindings.items()
+          if not _is_macro(k)}
+
+
 def differences(saved_text: str, current_text: str,
                 where: str = 'the saved operative config'
                 ) -> List[Tuple[str, Any, Any]]:
@@ -115,7 +121,8 @@ def _same_number(a, b) -> bool:
           not isinstance(a, bool) and not isinstance(b, bool) and a == b)
 
 
-def _text(value) -> str:
+def text(value) -> str:
+  """A parsed value as gin writes it."""
   if isinstance(value, Macro):
     return '%' + value
   if isinstance(value, Reference):
@@ -130,7 +137,7 @@ def check(saved_text: str, current_text: str, saved_path: str) -> None:
     key, old, new = diffs[0]
     more = f' (and {len(diffs) - 1} more)' if len(diffs) > 1 else ''
     raise ConfigError(
-        f'cannot resume: {key} is {_text(old)} in {saved_path} but '
-        f'{_text(new)} now{more}; only the run length and cadences '
+        f'cannot resume: {key} is {text(old)} in {saved_path} but '
+        f'{text(new)} now{more}; only the run length and cadences '
         '(Trainer.steps, eval_every, checkpoint_every, ...) may change, so '
         'use a new --model_dir or the saved config')

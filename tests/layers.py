@@ -20,7 +20,7 @@ LAYERS = (
     # 4 assembly: the experiment builder, the loop's actions, gin parsing
     ('experiment', 'actions', 'config'),
     # 5 jobs: train+eval, export, predict, the bench's measurements
-    ('train_eval', 'export', 'predict', 'bench_variants', 'sweep'),
+    ('train_eval', 'export', 'predict', 'bench_variants', 'sweep', 'report'),
     # 6 entry points
     ('main', 'bench'),
 )

@@ -186,3 +186,78 @@ def test_point_names_are_readable_stable_and_safe():
        sweep.parse_axis('Trainer.clip_exclude=["a/b"],["a_b"]')])]
   assert points[0].bindings == ("Model.cell='gru'",
                                 "Trainer.clip_exclude=['a/b']")
+
+
+# seqmnist.report ---------------------------------------------------------------
+
+
+def _report(*args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  return subprocess.run([sys.executable, '-m', 'seqmnist.report', *args],
+                        cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=300, check=False)
+
+
+def test_report_groups_seeds_with_the_statistics_of_the_results(
+    finished, tmp_path):
+  import shutil  # pylint: disable=import-outside-toplevel
+  import statistics  # pylint: disable=import-outside-toplevel
+  runs_dir = tmp_path / 'runs'
+  shutil.copytree(finished[0], runs_dir)
+  results = _results(runs_dir)
+  # One run unfinished (its results lost, its last checkpoint at step 10),
+  # one failed (a sweep log ending in an error): neither is averaged in.
+  unfinished = runs_dir / 'Trainer.seed=1,UNITS=16'
+  os.remove(unfinished / 'results.json')
+  for name in os.listdir(unfinished / 'checkpoints'):
+    if name.startswith(('ckpt-20', 'ckpt-30')):
+      os.remove(unfinished / 'checkpoints' / name)
+  failed = runs_dir / 'Trainer.seed=1,UNITS=8'
+  os.remove(failed / 'results.json')
+  with open(runs_dir / 'logs' / 'Trainer.seed=1,UNITS=8.log', 'a') as f:
+    f.write('seqmnist: error: training diverged at step 12: ...\n')
+  plot = tmp_path / 'curves.png'
+  result = _report(str(runs_dir), '--json', f'--plot={plot}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(result.stdout)
+  status = {os.path.basename(r['run']): r['status'] for r in report['runs']}
+  assert status == {
+      'Trainer.seed=0,UNITS=8': 'finished',
+      'Trainer.seed=0,UNITS=16': 'finished',
+      'Trainer.seed=1,UNITS=16': 'unfinished (step 10 of 30)',
+      'Trainer.seed=1,UNITS=8': 'failed: training diverged at step 12: ...'}
+  groups = {g['label']: g for g in report['groups']}
+  assert set(groups) == {'Model.units=8', 'Model.units=16'}
+  for units in (8, 16):
+    g = groups[f'Model.units={units}']
+    assert (g['n'], g['runs']) == (1, 2)
+    only = results[f'Trainer.seed=0,UNITS={units}']['test_accuracy']
+    assert g['test_accuracy_mean'] == only and g['test_accuracy_std'] is None
+
+  # With every run finished: mean and sample std by hand.
+  full = _report(str(finished[0]), '--json')
+  groups = {g['label']: g for g in json.loads(full.stdout)['groups']}
+  for units in (8, 16):
+    values = [results[f'Trainer.seed={s},UNITS={units}']['test_accuracy']
+              for s in (0, 1)]
+    g = groups[f'Model.units={units}']
+    assert g['n'] == 2 and g['seeds'] == [0, 1]
+    assert g['test_accuracy_mean'] == pytest.approx(sum(values) / 2)
+    assert g['test_accuracy_std'] == pytest.approx(
+        abs(values[0] - values[1]) / 2 ** 0.5)  # sample std of two values
+    assert g['test_accuracy_std'] == pytest.approx(statistics.stdev(values))
+    assert (g['test_accuracy_min'], g['test_accuracy_max']) == (
+        min(values), max(values))
+  table = _report(str(finished[0])).stdout
+  mean = groups['Model.units=16']['test_accuracy_mean']
+  std = groups['Model.units=16']['test_accuracy_std']
+  assert f'| Model.units=16 | 2 | {100 * mean:.2f} ± {100 * std:.2f}% |' in (
+      table)
+  assert plot.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_report_of_a_folder_without_runs_is_one_line(tmp_path):
+  result = _report(str(tmp_path))
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'seqmnist.report: error: no seqmnist run directory in {tmp_path}')

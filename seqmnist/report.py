@@ -1,0 +1,257 @@
+r"""Tables (and a plot) of finished runs, with seed statistics.
+
+  python -m seqmnist.report DIR [DIR...] [--json] [--plot=FILE.png]
+
+DIR is a run directory or a folder of them (a sweep's runs dir, say). Prints
+two Markdown tables: every run (status, test accuracy, best validation
+accuracy, steps, examples/s, wall time), and every group of runs that differ
+only in `Trainer.seed`: n, mean +- std (sample std, n - 1), min and max of
+test accuracy, mean best validation accuracy, steps, examples/s, wall time.
+Unfinished and failed runs are listed as such and never averaged in.
+`--json` prints the same as JSON; `--plot` draws validation accuracy against
+step per group (the mean, and the min-max band over seeds) from the runs'
+event files (needs matplotlib: pip install -e ".[plot]").
+"""
+
+import json
+import os
+import statistics
+import sys
+from typing import Dict, List, Optional
+
+from absl import flags
+from absl import logging
+
+from seqmnist import cli
+from seqmnist import drift
+from seqmnist import rundir
+from seqmnist.errors import UserError, exit_on_error
+
+SEED = 'Trainer.seed'
+_LOGS = 'logs'  # a sweep's logs folder beside its run dirs
+
+_JSON = flags.DEFINE_boolean('json', False, 'Print JSON instead of Markdown.')
+_PLOT = flags.DEFINE_string('plot', None, 'Also draw validation accuracy per '
+                            'group to this PNG file.')
+
+
+def find_runs(paths) -> List[str]:
+  """Every run directory at or under the given paths, sorted."""
+  runs = []
+  for path in paths:
+    if not os.path.isdir(path):
+      raise UserError(f'{path} is not a folder')
+    if rundir.RunDir(path).is_run_dir():
+      runs.append(path)
+      continue
+    for root, dirs, _ in os.walk(path):
+      dirs.sort()
+      for name in list(dirs):
+        child = os.path.join(root, name)
+        if rundir.RunDir(child).is_run_dir():
+          runs.append(child)
+          dirs.remove(name)  # not inside a run dir
+  if not runs:
+    raise UserError(f'no seqmnist run directory in {", ".join(paths)}')
+  return runs
+
+
+def _failure(run: str) -> Optional[str]:
+  """The error line of a sweep's log of this run, if it ended with one."""
+  log = os.path.join(os.path.dirname(run), _LOGS,
+                     os.path.basename(run) + '.log')
+  if not os.path.isfile(log):
+    return None
+  with open(log, errors='replace') as f:
+    lines = [l.strip() for l in f if l.strip()]
+  last = lines[-1] if lines else ''
+  for label in ('error', 'diverged'):
+    if last.startswith(f'seqmnist: {label}: '):
+      return last.split(': ', 2)[2]
+  return None
+
+
+def read_run(run: str) -> dict:
+  """The run's bindings, status and figures."""
+  run_dir = rundir.RunDir(run)
+  bindings = drift.resolved(drift.parse_operative(
+      run_dir.read_operative_config() or '', run_dir.operative_config))
+  steps = bindings.get('Trainer.steps')
+  results = run_dir.read_results()
+  from seqmnist import checkpoints  # pylint: disable=g-import-not-at-top
+  present = checkpoints.on_disk(run_dir.checkpoints)
+  step = (results or {}).get('global_step')
+  if step is None and present:
+    step = rundir.checkpoint_step(present[0])
+  if results and isinstance(steps, int) and step >= steps:
+    status = 'finished'
+  else:
+    why = _failure(run)
+    status = (f'failed: {why}' if why else
+              f'unfinished (step {step or 0} of {steps})')
+  return {'run': run, 'status': status, 'bindings': bindings,
+          'steps': steps, 'step': step, 'results': results}
+
+
+def _key(value) -> str:
+  return drift.text(value)
+
+
+def group(runs: List[dict]) -> List[dict]:
+  """Groups of runs whose bindings differ only in Trainer.seed, labelled by
+  the bindings that differ between groups."""
+  keys = sorted({k for r in runs for k in r['bindings']} - {SEED})
+  varying = [k for k in keys
+             if len({_key(r['bindings'].get(k)) for r in runs}) > 1]
+  groups: Dict[tuple, dict] = {}
+  for r in runs:
+    signature = tuple(_key(r['bindings'].get(k)) for k in keys)
+    g = groups.setdefault(signature, {
+        'label': ', '.join(f'{k}={_key(r["bindings"].get(k))}'
+                           for k in varying) or 'all runs',
+        'runs': []})
+    g['runs'].append(r)
+  return [_statistics(g) for g in groups.values()]
+
+
+def _mean_std(values):
+  if not values:
+    return None, None
+  return (statistics.fmean(values),
+          statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _statistics(g: dict) -> dict:
+  done = [r for r in g['runs'] if r['status'] == 'finished']
+  figure = lambda key: [r['results'][key] for r in done  # pylint: disable=g-long-lambda
+                        if r['results'].get(key) is not None]
+  test = figure('test_accuracy')
+  mean, std = _mean_std(test)
+  return {
+      'label': g['label'], 'n': len(done), 'runs': len(g['runs']),
+      'seeds': sorted(r['bindings'].get(SEED, 0) for r in done),
+      'test_accuracy_mean': mean, 'test_accuracy_std': std,
+      'test_accuracy_min': min(test) if test else None,
+      'test_accuracy_max': max(test) if test else None,
+      'best_val_accuracy_mean': _mean_std(figure('best_val_accuracy'))[0],
+      'steps': sorted({r['results']['global_step'] for r in done}),
+      'examples_per_second_mean': _mean_std(
+          figure('train_examples_per_second'))[0],
+      'wall_seconds_mean': _mean_std(figure('wall_seconds'))[0],
+      'members': [r['run'] for r in g['runs']],
+  }
+
+
+def _pct(value, digits=2):
+  return '—' if value is None else f'{100 * value:.{digits}f}%'
+
+
+def markdown(runs: List[dict], groups: List[dict]) -> str:
+  lines = ['| run | status | test accuracy | best validation | steps | '
+           'examples/s | wall time |', '|---|---|---|---|---|---|---|']
+  for r in runs:
+    res = r['results'] if r['status'] == 'finished' else {}
+    lines.append(
+        f'| {r["run"]} | {r["status"]} | {_pct(res.get("test_accuracy"))} | '
+        f'{_pct(res.get("best_val_accuracy"))} | {r["step"] or 0} | '
+        + (f'{res["train_examples_per_second"]:,.0f}'
+           if res.get('train_examples_per_second') else '—') + ' | '
+        + (f'{res["wall_seconds"]:,.0f} s' if res.get('wall_seconds') else
+           '—') + ' |')
+  lines += ['', '| group (runs differing only in Trainer.seed) | n | test '
+            'accuracy mean ± std | min | max | best validation (mean) | '
+            'steps | examples/s | wall time |',
+            '|---|---|---|---|---|---|---|---|---|']
+  for g in groups:
+    std = ('' if g['test_accuracy_std'] is None else
+           f' ± {100 * g["test_accuracy_std"]:.2f}')
+    mean = ('—' if g['test_accuracy_mean'] is None else
+            f'{100 * g["test_accuracy_mean"]:.2f}{std}%')
+    not_done = g['runs'] - g['n']
+    lines.append(
+        f'| {g["label"]} | {g["n"]}' + (f' (+{not_done} not finished)'
+                                        if not_done else '') +
+        f' | {mean} | {_pct(g["test_accuracy_min"])} | '
+        f'{_pct(g["test_accuracy_max"])} | '
+        f'{_pct(g["best_val_accuracy_mean"])} | '
+        f'{", ".join(map(str, g["steps"])) or "—"} | '
+        + (f'{g["examples_per_second_mean"]:,.0f}'
+           if g['examples_per_second_mean'] else '—') + ' | '
+        + (f'{g["wall_seconds_mean"]:,.0f} s' if g['wall_seconds_mean']
+           else '—') + ' |')
+  return '\n'.join(lines)
+
+
+def validation_curve(run: str):
+  """[(step, accuracy)] from the run's validation events."""
+  # pylint: disable=g-import-not-at-top
+  from tensorboard.backend.event_processing import event_accumulator
+  import tensorflow as tf
+  path = rundir.RunDir(run).events(rundir.VALIDATION)
+  if not os.path.isdir(path):
+    return []
+  acc = event_accumulator.EventAccumulator(
+      path, size_guidance={event_accumulator.TENSORS: 0})
+  acc.Reload()
+  if 'accuracy' not in acc.Tags()['tensors']:
+    return []
+  points = {e.step: float(tf.make_ndarray(e.tensor_proto))
+            for e in acc.Tensors('accuracy')}  # a resume may repeat a step
+  return sorted(points.items())
+
+
+def plot(groups: List[dict], path: str) -> None:
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise UserError('--plot needs matplotlib: pip install -e ".[plot]"') from e
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(8, 5))
+  for g in groups:
+    curves = [dict(validation_curve(run)) for run in g['members']]
+    curves = [c for c in curves if c]
+    if not curves:
+      continue
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    values = [[c[s] for c in curves] for s in steps]
+    mean = [statistics.fmean(v) for v in values]
+    line, = ax.plot(steps, mean, label=f'{g["label"]} (n={len(curves)})')
+    ax.fill_between(steps, [min(v) for v in values],
+                    [max(v) for v in values], alpha=0.2,
+                    color=line.get_color())
+  ax.set_xlabel('step')
+  ax.set_ylabel('validation accuracy')
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def report(paths, as_json=False, plot_path=None) -> str:
+  if not paths:
+    raise UserError('give at least one run directory or folder of runs')
+  runs = [read_run(r) for r in find_runs(paths)]
+  groups = group(runs)
+  if plot_path:
+    plot(groups, plot_path)
+  if as_json:
+    return json.dumps({
+        'runs': [{k: v for k, v in r.items() if k != 'bindings'}
+                 for r in runs],
+        'groups': groups}, indent=2, default=str)
+  return markdown(runs, groups)
+
+
+def main(argv):
+  logging.set_verbosity(logging.WARNING)  # TensorBoard's reader is chatty
+  print(exit_on_error('seqmnist.report', report, argv[1:], _JSON.value,
+                      _PLOT.value))
+
+
+if __name__ == '__main__':
+  cli.import_tensorflow_quietly()
+  cli.run('seqmnist.report', main)
