@@ -90,7 +90,7 @@ def _imports(text: str, where: str, seen: set) -> List[str]:
   found = []
   try:
     statements = list(config_parser.ConfigParser(text, _AnyValue()))
-  except SyntaxError:
+  except (SyntaxError, tokenize.TokenError):
     return found  # gin's own parse reports it, with its location
   for statement in statements:
     if isinstance(statement, config_parser.ImportStatement):
