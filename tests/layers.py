@@ -19,8 +19,9 @@ LAYERS = (
      'controller', 'trainer'),
     # 4 assembly: the experiment builder, the loop's actions, gin parsing
     ('experiment', 'actions', 'config'),
-    # 5 jobs: train+eval, export, predict, the bench's measurements
-    ('train_eval', 'export', 'predict', 'bench_variants', 'sweep', 'report'),
+    # 5 jobs: train+eval, export, predict, the bench's measurements, sweeps,
+    #   the report
+    ('train_eval', 'export', 'predict', 'bench_variants', 'sweeps', 'report'),
     # 6 entry points
-    ('main', 'bench'),
+    ('main', 'bench', 'sweep'),
 )

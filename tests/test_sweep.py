@@ -15,7 +15,7 @@ import time
 import pytest
 
 from conftest import REPO
-from seqmnist import sweep
+from seqmnist import sweeps as sweep
 
 BASE = ('--gin_file=row.gin', '--gin_param=STEPS=30',
         '--gin_param=Trainer.eval_every=10',
