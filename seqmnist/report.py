@@ -16,7 +16,6 @@ event files (needs matplotlib: pip install -e ".[plot]").
 import json
 import os
 import statistics
-import sys
 from typing import Dict, List, Optional
 
 from absl import flags

@@ -2,7 +2,6 @@
 real TensorBoard server (launch/tensorboard.sh) serving them over HTTP."""
 
 import json
-import os
 import re
 import subprocess
 import time

@@ -6,12 +6,10 @@
     launch/local_cluster.sh (TF_CONFIG, RING all-reduce).
 """
 
-import json
 import os
 import subprocess
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from conftest import FAST, REPO, gin_params, run_cli
