@@ -54,6 +54,9 @@ class StopSignals:
   def __init__(self, strategy: tf.distribute.Strategy, program='seqmnist'):
     self._program = program
     self.received: Optional[int] = None  # the first signal caught
+    # Set once training is over: a signal then lets the final test pass
+    # finish (seconds to a minute) rather than leave the run without results.
+    self.finishing = False
     self._previous = {}
     self._previous_wakeup = None
     self._read_fd = self._write_fd = None
@@ -105,9 +108,15 @@ class StopSignals:
     if self.received is None:
       self.received = signum
       what = 'Ctrl-C' if signum == signal.SIGINT else f'signal {signum}'
-      logging.warning('Received %s: saving at the next step boundary%s.',
-                      what, ' (Ctrl-C again to stop at once)'
-                      if signum == signal.SIGINT else '')
+      if self.finishing:
+        logging.warning('Received %s during the final test pass: finishing '
+                        'it, then exiting with the results%s.', what,
+                        ' (Ctrl-C again to stop at once)'
+                        if signum == signal.SIGINT else '')
+      else:
+        logging.warning('Received %s: saving at the next step boundary%s.',
+                        what, ' (Ctrl-C again to stop at once)'
+                        if signum == signal.SIGINT else '')
 
   def should_stop(self) -> bool:
     """True if this or any other worker received a stop signal.

@@ -204,12 +204,10 @@ class _Job:
           steps_per_loop=trainer_config.steps_per_loop, actions=loop_actions,
           on_overhead=window.add_overhead).run(step)
 
+      signals.finishing = True  # from here a signal waits for the results
       if validate.last is None:  # resumed at the end: nothing left to train
         validate(step, final=True)
       distribute.barrier(strategy)  # the chief's best/ is written
-      if signals.received is not None:
-        logging.warning('A stop signal arrived during the final test pass; '
-                        'finishing it (the run is complete).')
       return self._test(step, start_step, wall_start, evaluator, validate,
                         window, dashboard)
 
@@ -217,6 +215,8 @@ class _Job:
             dashboard) -> dict:
     experiment = self.experiment
     best_path = self.checkpoints.restore_best_weights()
+    logging.info('Testing the best checkpoint (%s) on the %d test images.',
+                 best_path, len(experiment.splits.test))
     test = evaluator.evaluate(experiment.splits.test)
     logging.info('Test (best checkpoint %s): loss %.4f accuracy %.4f',
                  best_path, test['loss'], test['accuracy'])

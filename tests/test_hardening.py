@@ -333,3 +333,22 @@ def test_a_config_that_cannot_fit_in_memory_is_refused_first(tmp_path,
       r'784 steps\) and this machine has [\d,.]+ GiB available; lower one of '
       r'them', line), line
   assert not (tmp_path / 'run').exists()
+
+
+def test_sigterm_during_the_final_test_pass_finishes_it_and_says_so(
+    tmp_path, mnist_dir):
+  # The pixel task's test pass (784 steps per image) lasts long enough to
+  # signal inside it.
+  model_dir, log = tmp_path / 'run', tmp_path / 'stderr.log'
+  proc = start_cli('--gin_file=pixel.gin', f'--model_dir={model_dir}',
+                   f'--data_dir={mnist_dir}',
+                   *gin_params('UNITS=8', 'STEPS=1', 'Trainer.eval_every=1',
+                               'Trainer.steps_per_loop=1',
+                               'Data.eval_batch_size=100'), log=log)
+  wait_for_line(log, 'Testing the best checkpoint', [proc])
+  proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+  text = log.read_text()
+  assert ('Received signal 15 during the final test pass: finishing it, '
+          'then exiting with the results.') in text
+  assert _results(model_dir)['global_step'] == 1
