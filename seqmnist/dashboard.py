@@ -17,9 +17,10 @@ digit font below), so no plotting library is needed.
 
 import dataclasses
 import os
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import gin
+from gin import config_parser
 import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
@@ -69,9 +70,36 @@ def config_markdown(operative_config: str) -> str:
   return '\n'.join('    ' + line for line in operative_config.splitlines())
 
 
-def hparams(model_config, data_config, trainer_config,
-            replicas: int) -> dict:
-  """The run's hyperparameters, flat, as HParams values (str/num/bool)."""
+class _Values(config_parser.ParserDelegate):
+  """References and macros as their gin text (HParams values are plain)."""
+
+  def configurable_reference(self, scoped_configurable_name, evaluate):
+    return '@' + scoped_configurable_name + ('()' if evaluate else '')
+
+  def macro(self, macro_name):
+    return '%' + macro_name
+
+
+def binding_hparams(bindings: Sequence[str]) -> dict:
+  """{'UNITS': 64, 'Trainer.seed': 1, ...} from command-line bindings, so
+  the HParams dashboard compares a sweep's runs by what was swept."""
+  values = {}
+  for statement in config_parser.ConfigParser('\n'.join(bindings),
+                                              _Values()):
+    if isinstance(statement, config_parser.BindingStatement):
+      key = '.'.join(p for p in (statement.selector, statement.arg_name) if p)
+      if statement.scope:
+        key = f'{statement.scope}/{key}'
+      value = statement.value
+      values[key] = (value if isinstance(value, (bool, int, float, str))
+                     else repr(value))
+  return values
+
+
+def hparams(model_config, data_config, trainer_config, replicas: int,
+            bindings: Sequence[str] = ()) -> dict:
+  """The run's hyperparameters, flat, as HParams values (str/num/bool): a
+  fixed set, and every binding given on the command line."""
   lr = trainer_config.learning_rate
   values = {
       'order': data_config.order, 'dataset': data_config.dataset,
@@ -86,6 +114,7 @@ def hparams(model_config, data_config, trainer_config,
       'steps': trainer_config.steps, 'seed': trainer_config.seed,
       'replicas': replicas,
   }
+  values.update(binding_hparams(bindings))
   return values
 
 

@@ -78,9 +78,11 @@ class Configs:
         features + units) * 4
     return int(1e9 + 16 * params + activations + eval_inputs)
 
-  def hparams(self, replicas: int) -> dict:
-    """The run's hyperparameters for TensorBoard's HParams dashboard."""
-    return dashboard.hparams(self.model, self.data, self.trainer, replicas)
+  def hparams(self, replicas: int, bindings=()) -> dict:
+    """The run's hyperparameters for TensorBoard's HParams dashboard, the
+    command line's bindings included."""
+    return dashboard.hparams(self.model, self.data, self.trainer, replicas,
+                             bindings)
 
 
 @dataclasses.dataclass(frozen=True)

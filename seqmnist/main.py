@@ -40,7 +40,8 @@ def _train():
     raise UserError('--gin_file is required, e.g. --gin_file=row.gin')
   config.parse(_GIN_FILE.value, _GIN_PARAM.value,
                allow_imports=_ALLOW_GIN_IMPORTS.value)
-  return train_eval.train_and_evaluate(_MODEL_DIR.value, _DATA_DIR.value)
+  return train_eval.train_and_evaluate(_MODEL_DIR.value, _DATA_DIR.value,
+                                       _GIN_PARAM.value)
 
 
 def main(argv):

@@ -12,7 +12,7 @@ import contextlib
 import shutil
 import tempfile
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 from absl import logging
 import gin
@@ -34,12 +34,15 @@ from seqmnist import trainer as trainer_lib
 from seqmnist.errors import ConfigError
 
 
-def train_and_evaluate(model_dir: str, data_dir: Optional[str]) -> dict:
+def train_and_evaluate(model_dir: str, data_dir: Optional[str],
+                       bindings: Sequence[str] = ()) -> dict:
   """Runs (or resumes, or reports) the configured experiment.
 
   Args:
     model_dir: the run directory (see rundir.py).
     data_dir: where data lives (see data.load), or None for TFDS's default.
+    bindings: the command line's gin bindings, shown as hyperparameters in
+      TensorBoard (a sweep's runs compare by them).
 
   Returns:
     The contents of results.json.
@@ -66,7 +69,7 @@ def train_and_evaluate(model_dir: str, data_dir: Optional[str]) -> dict:
       run_dir.lock()
     try:
       return _Job(experiment, run_dir, write_dir, is_chief,
-                  operative_config).run()
+                  operative_config, bindings).run()
     finally:
       run_dir.unlock()
 
@@ -120,7 +123,8 @@ class _Job:
   """One invocation: what the run dir holds, and what is left to do."""
 
   def __init__(self, experiment, run_dir, write_dir, is_chief,
-               operative_config):
+               operative_config, bindings):
+    self.bindings = tuple(bindings)
     self.experiment = experiment
     self.configs = experiment.configs
     self.run_dir = run_dir
@@ -166,7 +170,8 @@ class _Job:
           self.configs.dashboard, experiment.model, experiment.splits.validation,
           self.configs.data, summaries)
       dashboard.start(step, self.operative_config,
-                      self.configs.hparams(strategy.num_replicas_in_sync))
+                      self.configs.hparams(strategy.num_replicas_in_sync,
+                                           self.bindings))
     evaluator = evaluator_lib.Evaluator(strategy, experiment.model,
                                         self.configs.data)
     window = progress.MetricWindow()

@@ -261,3 +261,51 @@ def test_report_of_a_folder_without_runs_is_one_line(tmp_path):
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == (
       f'seqmnist.report: error: no seqmnist run directory in {tmp_path}')
+
+
+def test_tensorboard_compares_the_sweep_by_its_swept_bindings(finished):
+  """A real TensorBoard over the runs dir: every run, and HParams keyed by
+  the swept bindings, one session per point."""
+  import urllib.request  # pylint: disable=import-outside-toplevel
+  from conftest import free_ports  # pylint: disable=import-outside-toplevel
+  runs_dir, _ = finished
+  port = free_ports(1)[0]
+  server = subprocess.Popen(
+      ['bash', 'launch/tensorboard.sh', str(runs_dir), str(port)], cwd=REPO,
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  base = f'http://localhost:{port}'
+
+  def get(path, data=None):
+    request = urllib.request.Request(
+        base + path, data=data,
+        headers={'Content-Type': 'application/json'} if data else {})
+    with urllib.request.urlopen(request, timeout=10) as response:
+      return json.loads(response.read())
+
+  try:
+    deadline, runs = time.time() + 120, []
+    while time.time() < deadline and len(runs) < 4 * 4:
+      assert server.poll() is None, server.stdout.read()
+      try:
+        runs = get('/data/runs')
+      except OSError:
+        pass
+      time.sleep(0.5)
+    for name in POINTS:
+      assert {name, f'{name}/train', f'{name}/validation',
+              f'{name}/test'} <= set(runs), runs
+    experiment = get('/data/plugin/hparams/experiment',
+                     data=b'{"experimentName": ""}')
+    infos = {h['name']: h for h in experiment['hparamInfos']}
+    assert {'Trainer.seed', 'UNITS'} <= set(infos), sorted(infos)
+    groups = get('/data/plugin/hparams/session_groups', data=json.dumps({
+        'experimentName': '', 'allowedStatuses': ['STATUS_UNKNOWN',
+                                                  'STATUS_SUCCESS'],
+        'colParams': [{'hparam': 'Trainer.seed'}, {'hparam': 'UNITS'}],
+        'startIndex': 0, 'sliceSize': 100}).encode())
+    swept = sorted((g['hparams']['Trainer.seed'], g['hparams']['UNITS'])
+                   for g in groups['sessionGroups'])
+    assert swept == [(0, 8), (0, 16), (1, 8), (1, 16)]
+  finally:
+    server.terminate()
+    server.wait(timeout=30)
