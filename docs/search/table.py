@@ -12,23 +12,7 @@ import json
 import os
 import sys
 
-from tensorboard.backend.event_processing import event_accumulator
-import tensorflow as tf
-
-
-def _validation_curve(run_dir):
-  path = os.path.join(run_dir, 'validation')
-  if not os.path.isdir(path):
-    return []
-  acc = event_accumulator.EventAccumulator(
-      path, size_guidance={event_accumulator.TENSORS: 0})
-  acc.Reload()
-  if 'accuracy' not in acc.Tags()['tensors']:
-    return []
-  points = {}
-  for event in acc.Tensors('accuracy'):  # a resume may repeat a step
-    points[event.step] = float(tf.make_ndarray(event.tensor_proto))
-  return sorted(points.items())
+from seqmnist.report import validation_curve
 
 
 def rows(runs_dir, config_files):
@@ -44,7 +28,7 @@ def rows(runs_dir, config_files):
         if os.path.exists(os.path.join(run_dir, 'results.json')):
           with open(os.path.join(run_dir, 'results.json')) as f2:
             results = json.load(f2)
-        yield name, gin_file, bindings, _validation_curve(run_dir), results
+        yield name, gin_file, bindings, validation_curve(run_dir), results
 
 
 def markdown(runs_dir, config_files):
