@@ -25,6 +25,7 @@ import glob
 import hashlib
 import os
 import re
+import shutil
 from typing import List, Optional
 
 from absl import logging
@@ -72,6 +73,17 @@ def weights_fingerprint(model) -> str:
   return digest.hexdigest()[:16]
 
 
+def _remove_debris(folder: str) -> None:
+  """Removes the `ckpt-N_temp` folders of saves cut short (a kill during a
+  save). Never a checkpoint: TensorFlow renames a save out of its temporary
+  folder only once it is whole. Only the process holding the run dir's lock
+  calls this, so no save is in progress."""
+  for path in glob.glob(os.path.join(glob.escape(folder), f'{_PREFIX}-*_temp')):
+    if re.fullmatch(rf'{_PREFIX}-\d+_temp', os.path.basename(path)):
+      logging.warning('Removing %s, left by a save that was cut short.', path)
+      shutil.rmtree(path, ignore_errors=True)
+
+
 def _repair_state(folder: str) -> None:
   """Rewrites an unreadable `checkpoint` state file from the files on disk
   (TensorFlow's manager would otherwise see no checkpoints and never rotate
@@ -111,7 +123,9 @@ class RunCheckpoints:
         best_val_accuracy=self.best_val_accuracy, best_step=self.best_step)
     self._read = run_dir
     write = write_dir or run_dir
-    if write_dir is None:
+    if write_dir is None:  # the chief, holding the run dir's lock
+      for folder in (run_dir.checkpoints, run_dir.best):
+        _remove_debris(folder)
       _repair_state(run_dir.checkpoints)
     self._rolling = tf.train.CheckpointManager(
         self._checkpoint, write.checkpoints, max_to_keep=keep,
