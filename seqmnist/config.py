@@ -125,13 +125,17 @@ def check_no_imports(paths: Sequence[str], gin_params: Sequence[str]) -> None:
 
 
 def parse(gin_files: Sequence[str], gin_params: Sequence[str],
-          allow_imports: bool = False) -> List[str]:
+          allow_imports: bool = False,
+          run_defaults: Sequence[str] = ()) -> List[str]:
   """Parses gin files then bindings, strictly, and finalizes the config.
 
   Args:
     gin_files: paths or names of shipped files.
     gin_params: bindings applied after the files.
     allow_imports: permit gin `import` statements (see check_no_imports).
+    run_defaults: 'Scope.param = value' bindings applied only where neither
+      the files nor the bindings set the parameter: what a run being resumed
+      ran with where today's default differs (drift.earlier_defaults).
 
   Returns:
     The resolved paths of the gin files.
@@ -148,7 +152,14 @@ def parse(gin_files: Sequence[str], gin_params: Sequence[str],
   root.addFilter(_FILTER)
   try:
     gin.parse_config_files_and_bindings(
-        paths, gin_params, skip_unknown=False, finalize_config=True)
+        paths, gin_params, skip_unknown=False, finalize_config=False)
+    for binding in run_defaults:
+      name = binding.split('=', 1)[0].strip()
+      try:
+        gin.query_parameter(name)
+      except ValueError:  # not set by the user: the run's own value
+        gin.parse_config(binding)
+    gin.finalize()
   except tokenize.TokenError as e:  # e.g. an unclosed bracket in a binding
     raise ConfigError(f'bad gin config: {e.args[0]} (an unclosed bracket or '
                       f'quote?) in {", ".join(gin_params) or "the files"}'

@@ -7,7 +7,12 @@ Two sources, one result (uint8 images [n, 28, 28] and int labels):
 
 The 60k training images are split once, with a fixed seed, into 55k train and
 `validation_size` validation images; the 10k test images are only read at the
-end of a run. Images become sequences in-graph (`to_sequences`), so the same
+end of a run. The split and the training order are defined on the examples'
+content (`Data.split_scheme='content'`): both sources hold the same images in
+different orders (TFDS shuffles when it prepares), and sorting by a content
+hash first makes the same gin file give the same run from either. Run dirs
+made before this scheme used the file order ('file'); they resume with it
+(drift.ADDED_LATER). Images become sequences in-graph (`to_sequences`), so the same
 order, permutation and normalisation apply at train, eval and export.
 
 Pipelines take a `tf.distribute.InputContext` and know nothing else about the
@@ -18,6 +23,7 @@ and every replica count splits the same global batch.
 """
 
 import dataclasses
+import hashlib
 import os
 from typing import Optional
 
@@ -27,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from seqmnist import idx
+from seqmnist import tfds_cache
 from seqmnist import validators
 from seqmnist.errors import ConfigError, DataError, first_line
 
@@ -39,6 +46,10 @@ PIXEL_STD = 0.3081
 # The train/validation split is fixed for every run whatever Trainer.seed is,
 # so validation figures of different runs are comparable.
 SPLIT_SEED = 0
+
+# How examples are ordered before the seeded split: by content (the same from
+# every source) or as the source stores them (before 2026-11-23).
+SPLIT_SCHEMES = ('content', 'file')
 
 # A global batch larger than MNIST's 70,000 images has no use; bounding it
 # stops a typo from allocating gigabytes.
@@ -70,6 +81,10 @@ class DataConfig:
     batch_size: the global training batch, over all replicas and workers.
     eval_batch_size: the global batch of validation and test passes; the last
       batch is padded with zero-weight examples, so any size is exact.
+    split_scheme: 'content' (examples sorted by a hash of image and label
+      before the seeded split, so IDX files and TFDS give the same run) or
+      'file' (the source's own order: IDX and TFDS differ; what runs made
+      before 2026-11-23 used, and still resume with).
   """
   dataset: str = 'mnist'
   order: str = 'row'
@@ -77,6 +92,7 @@ class DataConfig:
   validation_size: int = 5000
   batch_size: int = 128
   eval_batch_size: int = 500
+  split_scheme: str = 'content'
 
   def __post_init__(self):
     if not isinstance(self.dataset, str) or not self.dataset:
@@ -92,6 +108,8 @@ class DataConfig:
                          maximum=MAX_BATCH)
     validators.check_int('Data.eval_batch_size', self.eval_batch_size,
                          minimum=1, maximum=MAX_BATCH)
+    validators.check_choice('Data.split_scheme', self.split_scheme,
+                            SPLIT_SCHEMES)
 
   @property
   def sequence_shape(self):
@@ -202,6 +220,8 @@ def _load_idx(config, data_dir):
 
 def _load_tfds(config, data_dir):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  if tfds_cache.needs_network(config.dataset, data_dir):
+    tfds_cache.check_network(config.dataset, data_dir)  # one line, at once
   try:
     (train, test), info = tfds.load(
         config.dataset, split=['train', 'test'], batch_size=-1,
@@ -224,7 +244,24 @@ def _load_tfds(config, data_dir):
   return to_numpy(train), to_numpy(test)
 
 
+def content_order(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+  """The indices that sort examples by SHA-256 of (label, image bytes).
+
+  Equal keys are identical examples, so ties cannot make two sources differ.
+  """
+  images = np.ascontiguousarray(images, dtype=np.uint8)
+  keys = np.array([
+      hashlib.sha256(bytes([int(label)]) + image.tobytes()).digest()
+      for image, label in zip(images, labels)], dtype='S32')
+  return np.argsort(keys, kind='stable')
+
+
 def _split(config, train_x, train_y, test_x, test_y, source):
+  if config.split_scheme == 'content':
+    train_order = content_order(train_x, train_y)
+    train_x, train_y = train_x[train_order], train_y[train_order]
+    test_order = content_order(test_x, test_y)
+    test_x, test_y = test_x[test_order], test_y[test_order]
   n = len(train_y)
   if config.validation_size >= n:
     raise ConfigError(f'Data.validation_size={config.validation_size} must be '

@@ -28,9 +28,11 @@ RESUMABLE = frozenset({
     'Trainer.max_loss', 'Trainer.jit_compile', 'Data.eval_batch_size',
 })
 RESUMABLE_PREFIXES = ('Distribute.', 'Dashboard.')
-# Parameters added after run dirs already existed: a saved config without one
-# ran with the value the parameter now defaults to.
-ADDED_LATER = {'Model.gate_init': 'default'}
+# Parameters added after run dirs already existed, with the value a saved
+# config without them ran with. Where that differs from today's default
+# (Data.split_scheme), resuming a run binds its own value unless the user's
+# config sets one (`earlier_defaults`), so the run continues as it started.
+ADDED_LATER = {'Model.gate_init': 'default', 'Data.split_scheme': 'file'}
 UNSET = '<unset>'
 
 
@@ -73,6 +75,17 @@ def parse_operative(text: str, where: str = 'operative config'
   except SyntaxError as e:
     raise ConfigError(f'{where} is not a gin config: {first_line(e)}') from e
   return bindings
+
+
+def earlier_defaults(saved_text: str, where: str = 'operative config'
+                     ) -> List[str]:
+  """Gin bindings that resume a run with the value it ran with of each
+  ADDED_LATER parameter: the saved one, or for a run saved before the
+  parameter existed, the value it had then. Applied where the user's config
+  does not set the parameter (config.parse's run_defaults)."""
+  saved = parse_operative(saved_text, where)
+  return [f'{key} = {text(_resolve(saved.get(key, value), saved))}'
+          for key, value in ADDED_LATER.items()]
 
 
 def _resolve(value, bindings: Dict[str, Any], depth: int = 0):

@@ -39,7 +39,8 @@ def _train():
   if not _GIN_FILE.value:
     raise UserError('--gin_file is required, e.g. --gin_file=row.gin')
   config.parse(_GIN_FILE.value, _GIN_PARAM.value,
-               allow_imports=_ALLOW_GIN_IMPORTS.value)
+               allow_imports=_ALLOW_GIN_IMPORTS.value,
+               run_defaults=train_eval.resume_bindings(_MODEL_DIR.value))
   return train_eval.train_and_evaluate(_MODEL_DIR.value, _DATA_DIR.value,
                                        _GIN_PARAM.value)
 

@@ -12,7 +12,7 @@ import contextlib
 import shutil
 import tempfile
 import time
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 from absl import logging
 import gin
@@ -72,6 +72,20 @@ def train_and_evaluate(model_dir: str, data_dir: Optional[str],
                   operative_config, bindings).run()
     finally:
       run_dir.unlock()
+
+
+def resume_bindings(model_dir: Optional[str]) -> List[str]:
+  """Bindings that keep a run made by an earlier seqmnist as it ran, for
+  `config.parse(run_defaults=...)`: [] for a new run."""
+  if not model_dir:
+    return []
+  run_dir = rundir_lib.RunDir(model_dir)
+  if not (run_dir.is_run_dir() and checkpoints_lib.exist(run_dir)):
+    return []
+  saved = run_dir.read_operative_config()
+  if saved is None:
+    return []
+  return drift.earlier_defaults(saved, run_dir.operative_config)
 
 
 def _available_memory() -> Optional[int]:

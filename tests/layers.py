@@ -7,8 +7,8 @@ LAYERS = (
     ('errors', 'validators'),
     # 1 formats and places: IDX files, the run directory, cluster discovery,
     #   the command line's shared parts,
-    #   gate biases, gradient clipping
-    ('idx', 'rundir', 'cluster', 'gates', 'clipping', 'cli'),
+    #   gate biases, gradient clipping, TFDS's download cache
+    ('idx', 'rundir', 'cluster', 'gates', 'clipping', 'cli', 'tfds_cache'),
     # 2 the experiment's parts: data, model, optimizer, strategy, step
     #   functions, event writers, config drift
     ('data', 'models', 'optimizers', 'distribute', 'steps', 'summaries',
@@ -23,5 +23,5 @@ LAYERS = (
     #   the report
     ('train_eval', 'export', 'predict', 'bench_variants', 'sweeps', 'report'),
     # 6 entry points
-    ('main', 'bench', 'sweep'),
+    ('main', 'bench', 'sweep', 'prepare_tfds'),
 )

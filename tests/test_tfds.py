@@ -1,0 +1,172 @@
+"""The default data path through TensorFlow Datasets' real `mnist` builder,
+offline: its download cache seeded from the real IDX files by
+`seqmnist.prepare_tfds`, the builder preparing from it, and a run through it
+equal to the run from the IDX files (the content-defined split). Without the
+data and without network, one line at once.
+"""
+
+import gzip
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import FAST, REPO, gin_params
+from seqmnist import data
+from seqmnist import drift
+
+RUN = (*FAST, 'Trainer.steps=20', 'Trainer.eval_every=10',
+       'Trainer.checkpoint_every=10', 'Data.batch_size=32')
+
+
+def _python(module, *args, env=None, timeout=600):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', **(env or {}))
+  return subprocess.run([sys.executable, '-m', module, *args],
+                        capture_output=True, text=True, timeout=timeout,
+                        env=env, cwd=REPO, check=False)
+
+
+@pytest.fixture(scope='module')
+def tfds_dir(tmp_path_factory, mnist_dir):
+  """A TFDS data dir prepared by `seqmnist.prepare_tfds` from the real IDX
+  files, through TFDS's own builder."""
+  path = tmp_path_factory.mktemp('tfds')
+  result = _python('seqmnist.prepare_tfds', f'--idx_dir={mnist_dir}',
+                   f'--tfds_dir={path}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'TFDS mnist is prepared in {path}/mnist/3.0.1' in result.stdout
+  return path
+
+
+def test_prepare_tfds_feeds_the_real_builder(tfds_dir):
+  info = json.loads((tfds_dir / 'mnist' / '3.0.1' /
+                     'dataset_info.json').read_text())
+  sizes = {s['name']: int(s['shardLengths'][0]) for s in info['splits']}
+  assert sizes == {'train': 60000, 'test': 10000}
+  cached = sorted(os.listdir(tfds_dir / 'downloads' / 'mnist'))
+  assert len(cached) == 8  # four files and their .INFO, in TFDS's naming
+  assert all(name.startswith('cvdf-datasets_mnist_') for name in cached)
+
+
+def test_the_default_path_through_tfds_gives_the_run_of_the_idx_files(
+    tfds_dir, mnist_dir, tmp_path):
+  # No --data_dir: TFDS's default location, here $TFDS_DATA_DIR.
+  via_tfds = _python('seqmnist.main', '--gin_file=row.gin',
+                     f'--model_dir={tmp_path}/tfds', *gin_params(*RUN),
+                     env={'TFDS_DATA_DIR': str(tfds_dir)})
+  assert via_tfds.returncode == 0, via_tfds.stderr[-3000:]
+  via_idx = _python('seqmnist.main', '--gin_file=row.gin',
+                    f'--model_dir={tmp_path}/idx', f'--data_dir={mnist_dir}',
+                    *gin_params(*RUN))
+  assert via_idx.returncode == 0, via_idx.stderr[-3000:]
+  tfds_results = json.loads((tmp_path / 'tfds' / 'results.json').read_text())
+  idx_results = json.loads((tmp_path / 'idx' / 'results.json').read_text())
+  assert tfds_results['data_source'] == 'tfds:mnist'
+  assert idx_results['data_source'].startswith('idx:')
+  for key in ('weights_fingerprint', 'test_accuracy', 'best_val_accuracy'):
+    assert tfds_results[key] == idx_results[key], key
+  saved = (tmp_path / 'tfds' / 'operative_config.gin').read_text()
+  assert "Data.split_scheme = 'content'" in saved
+
+
+def test_the_content_split_does_not_depend_on_the_file_order(mnist_dir):
+  config = data.DataConfig()
+  (train_x, train_y), (test_x, test_y) = data._load_idx(config, mnist_dir)  # pylint: disable=protected-access
+  shuffle = np.random.default_rng(7).permutation(len(train_y))
+  a = data._split(config, train_x, train_y, test_x, test_y, 'a')  # pylint: disable=protected-access
+  b = data._split(config, train_x[shuffle], train_y[shuffle], test_x[::-1],  # pylint: disable=protected-access
+                  test_y[::-1], 'b')
+  for name in ('train', 'validation', 'test'):
+    np.testing.assert_array_equal(getattr(a, name).images,
+                                  getattr(b, name).images)
+    np.testing.assert_array_equal(getattr(a, name).labels,
+                                  getattr(b, name).labels)
+  # The file order scheme (runs made before) does depend on it.
+  file_config = data.DataConfig(split_scheme='file')
+  c = data._split(file_config, train_x, train_y, test_x, test_y, 'c')  # pylint: disable=protected-access
+  d = data._split(file_config, train_x[shuffle], train_y[shuffle], test_x,  # pylint: disable=protected-access
+                  test_y, 'd')
+  assert not np.array_equal(c.validation.labels, d.validation.labels)
+
+
+def test_a_run_keeps_the_split_scheme_it_was_made_with():
+  old = "Model.units = 8\n"  # saved before Data.split_scheme existed
+  assert "Data.split_scheme = 'file'" in drift.earlier_defaults(old)
+  new = "Model.units = 8\nData.split_scheme = 'content'\n"
+  assert "Data.split_scheme = 'content'" in drift.earlier_defaults(new)
+
+
+def _network_reaches(host):
+  try:
+    socket.create_connection((host, 443), timeout=5).close()
+    return True
+  except OSError:
+    return False
+
+
+def test_without_data_or_network_the_default_path_answers_at_once(tmp_path):
+  if _network_reaches('storage.googleapis.com'):
+    pytest.skip('this machine reaches storage.googleapis.com, so TFDS would '
+                'download MNIST instead of failing')
+  started = time.time()
+  result = _python('seqmnist.main', '--gin_file=row.gin',
+                   f'--model_dir={tmp_path}/run',
+                   env={'TFDS_DATA_DIR': str(tmp_path / 'tfds')})
+  assert result.returncode == 2, result.stderr[-3000:]
+  errors = [line for line in result.stderr.splitlines()
+            if line.startswith('seqmnist: error: ')]
+  assert len(errors) == 1, result.stderr
+  assert re.fullmatch(
+      r"seqmnist: error: no network: cannot download Data.dataset='mnist' "
+      r'through TFDS \(storage.googleapis.com: [^;]+\); without internet, pass '
+      r'--data_dir=FOLDER holding the four IDX files, or prepare TFDS from '
+      r'them with `python -m seqmnist.prepare_tfds --idx_dir=FOLDER`',
+      errors[0]), errors[0]
+  assert 'Traceback' not in result.stderr
+  assert not [line for line in result.stderr.splitlines()
+              if line.startswith('W') and 'tensorflow_datasets' in line]
+  assert time.time() - started < 60
+  assert not (tmp_path / 'run').exists()
+  assert not (tmp_path / 'tfds').exists()
+
+
+def test_prepare_tfds_refuses_a_file_that_fails_its_checksum(mnist_copy,
+                                                             tmp_path):
+  labels = mnist_copy / 'train-labels-idx1-ubyte.gz'
+  content = bytearray(gzip.decompress(labels.read_bytes()))
+  content[100] = (content[100] + 1) % 10  # one label changed
+  labels.write_bytes(gzip.compress(bytes(content)))
+  result = _python('seqmnist.prepare_tfds', f'--idx_dir={mnist_copy}',
+                   f'--tfds_dir={tmp_path}/tfds')
+  assert result.returncode == 2, result.stderr[-3000:]
+  line = result.stderr.strip().splitlines()[-1]
+  assert line.startswith(f'seqmnist.prepare_tfds: error: IDX file {labels} '
+                         'fails its checksum'), result.stderr
+  assert not (tmp_path / 'tfds' / 'downloads').exists()  # nothing written
+
+
+@pytest.mark.parametrize('case', ['missing_file', 'no_flag', 'not_a_folder'])
+def test_prepare_tfds_bad_input_is_one_line(case, mnist_copy, tmp_path):
+  if case == 'missing_file':
+    os.remove(mnist_copy / 't10k-labels-idx1-ubyte.gz')
+    args, message = ((f'--idx_dir={mnist_copy}',),
+                     f'--idx_dir={mnist_copy} lacks t10k-labels-idx1-ubyte '
+                     '(or t10k-labels-idx1-ubyte.gz)')
+  elif case == 'no_flag':
+    args, message = (), '--idx_dir is required'
+  else:
+    args, message = ((f'--idx_dir={tmp_path}/nope',),
+                     f'--idx_dir={tmp_path}/nope is not a folder')
+  result = _python('seqmnist.prepare_tfds', *args,
+                   f'--tfds_dir={tmp_path}/tfds')
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      f'seqmnist.prepare_tfds: error: {message}'), result.stderr
+  assert 'Traceback' not in result.stderr
+  assert not (tmp_path / 'tfds' / 'downloads').exists()
