@@ -2,7 +2,11 @@ r"""`python -m seqmnist.sweep`: run a grid of gin bindings (see sweeps.py).
 
   python -m seqmnist.sweep --gin_file=row.gin [--gin_param=...] \
       --sweep="Trainer.seed=0,1,2" --sweep="UNITS=64,128" \
-      --runs_dir=DIR [--data_dir=DIR] [--parallel=N]
+      --runs_dir=DIR [--data_dir=DIR] [--parallel=N] \
+      [--backend=local|slurm|kubernetes]
+
+slurm submits one job array (sweep_arrays.py); kubernetes prints a ConfigMap
+and an Indexed Job for `kubectl apply -f -`.
 """
 
 import sys
@@ -13,6 +17,7 @@ from seqmnist import cli
 from seqmnist.errors import UserError, exit_on_error
 from seqmnist.sweeps import LocalBackend, Sweep, check_points, parse_axis
 from seqmnist.sweeps import prepare_runs_dir
+from seqmnist import sweep_arrays
 
 _GIN_FILE = flags.DEFINE_multi_string(
     'gin_file', [], 'Gin config file(s) of every point (see seqmnist.main).')
@@ -25,24 +30,52 @@ _RUNS_DIR = flags.DEFINE_string(
     'runs_dir', None, 'The folder of the sweep: one run dir per point, '
     'sweep.json, logs/. Rerunning continues.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'As for seqmnist.main.')
-_BACKEND = flags.DEFINE_enum('backend', 'local', ['local'],
-                             'Where the points run.')
-_PARALLEL = flags.DEFINE_integer('parallel', 1, 'Local backend: points run '
-                                 'at once.')
+_BACKEND = flags.DEFINE_enum(
+    'backend', 'local', ['local', 'slurm', 'kubernetes'],
+    'Where the points run: local processes, a Slurm job array (submitted), '
+    'or a Kubernetes Indexed Job (printed on stdout).')
+_PARALLEL = flags.DEFINE_integer(
+    'parallel', 1, 'Points run at once (slurm: the array\'s %M throttle, '
+    'kubernetes: the Job\'s parallelism; 0 there means no limit).')
+_SBATCH_ARG = flags.DEFINE_multi_string(
+    'sbatch_arg', [], 'slurm: an sbatch option for the array, e.g. '
+    '--sbatch_arg=--partition=gpu. Repeatable.')
+_SBATCH_SCRIPT = flags.DEFINE_string(
+    'sbatch_script', sweep_arrays.SBATCH_SCRIPT, 'slurm: the batch script '
+    '(launch/slurm/train.sbatch).')
+_K8S_NAME = flags.DEFINE_string(
+    'k8s_name', 'seqmnist-sweep', 'kubernetes: the Job\'s name (the '
+    'ConfigMap is NAME-points).')
 
 
 def _sweep() -> int:
   if not _GIN_FILE.value:
     raise UserError('--gin_file is required, e.g. --gin_file=row.gin')
-  if _PARALLEL.value < 1:
-    raise UserError(f'--parallel={_PARALLEL.value} must be >= 1')
+  least = 1 if _BACKEND.value == 'local' else 0
+  if _PARALLEL.value < least:
+    raise UserError(f'--parallel={_PARALLEL.value} must be >= {least}' +
+                    ('' if least else ' (0: no limit)'))
   sweep = Sweep(tuple(_GIN_FILE.value), tuple(_GIN_PARAM.value),
                 tuple(parse_axis(text) for text in _SWEEP.value))
   cli.import_tensorflow_quietly()  # the points' configs build Keras objects
   points = sweep.points()  # an empty grid or a repeated axis fails here
   steps = check_points(sweep)  # every point, before anything is written
+  if _BACKEND.value == 'kubernetes':  # paths are the pods'; nothing local
+    if not _RUNS_DIR.value:
+      raise UserError('--runs_dir is required: the sweep\'s folder as the '
+                      'pods see it, e.g. /runs/sweep')
+    sys.stdout.write(sweep_arrays.render_indexed_job(
+        sweep, _RUNS_DIR.value, _DATA_DIR.value, _PARALLEL.value,
+        name=_K8S_NAME.value))
+    return 0
+  if _BACKEND.value == 'slurm':
+    sweep_arrays.check_slurm(_SBATCH_SCRIPT.value)
   prepare_runs_dir(_RUNS_DIR.value, sweep)
   print(f'sweep: {len(points)} point(s) in {_RUNS_DIR.value}', file=sys.stderr)
+  if _BACKEND.value == 'slurm':
+    return sweep_arrays.SlurmBackend(
+        sweep, _RUNS_DIR.value, _DATA_DIR.value, _PARALLEL.value, steps,
+        sbatch_args=_SBATCH_ARG.value, script=_SBATCH_SCRIPT.value).run()
   return LocalBackend(sweep, _RUNS_DIR.value, _DATA_DIR.value,
                       _PARALLEL.value, steps).run()
 

@@ -21,7 +21,8 @@ LAYERS = (
     ('experiment', 'actions', 'config'),
     # 5 jobs: train+eval, export, predict, the bench's measurements, sweeps,
     #   the report
-    ('train_eval', 'export', 'predict', 'bench_variants', 'sweeps', 'report'),
+    ('train_eval', 'export', 'predict', 'bench_variants', 'sweeps',
+     'sweep_arrays', 'report'),
     # 6 entry points
     ('main', 'bench', 'sweep', 'prepare_tfds'),
 )

@@ -6,7 +6,9 @@
     pod templates are checked as PodTemplates;
   * the container entrypoint derives TF_CONFIG from the Indexed Job's
     variables in 2 local processes posing as pods 0 and 1, which then train
-    together. Only the DNS names are replaced (SEQMNIST_ADDRESS_TEMPLATE),
+    together;
+  * a sweep renders as a ConfigMap and an Indexed Job that validate, and a
+    local process posing as pod 2 of it runs grid point 2. Only the DNS names are replaced (SEQMNIST_ADDRESS_TEMPLATE),
     because no Service gives these processes `seqmnist-<i>.<service>` names.
 """
 
@@ -191,3 +193,64 @@ def test_network_policies_admit_only_the_jobs_own_pods_on_its_port():
   assert workers['spec']['podSelector']['matchLabels'] == {
       'training.kubeflow.org/job-name': tfjob['metadata']['name']}
   assert rule['ports'] == [{'protocol': 'TCP', 'port': 2222}]
+
+
+def _sweep_manifest(runs_dir, data_dir, *extra):
+  result = subprocess.run(
+      [sys.executable, '-m', 'seqmnist.sweep', '--backend=kubernetes',
+       '--gin_file=row.gin', *gin_params(*FAST, 'Trainer.steps=10',
+                                          'Trainer.eval_every=10'),
+       '--sweep=Trainer.seed=0,1', '--sweep=Model.cell="gru","lstm"',
+       f'--runs_dir={runs_dir}', f'--data_dir={data_dir}', *extra],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+  return result
+
+
+def test_a_sweep_renders_as_a_valid_indexed_job(tmp_path):
+  result = _sweep_manifest(tmp_path / 'sweep', '/data/mnist', '--parallel=3')
+  assert result.returncode == 0, result.stderr[-3000:]
+  config_map, job = [d for d in yaml.safe_load_all(result.stdout) if d]
+  for document in (config_map, job):
+    kubernetes_validate.validate(document, VERSION, strict=True)
+  assert sorted(config_map['data']) == [f'point-{i}' for i in range(4)]
+  assert config_map['data']['point-3'].splitlines()[-3:] == [
+      "--gin_param=Model.cell='lstm'",
+      f'--model_dir={tmp_path}/sweep/Trainer.seed=1,Model.cell=lstm',
+      '--data_dir=/data/mnist']
+  spec = job['spec']
+  assert (spec['completionMode'], spec['completions'],
+          spec['parallelism']) == ('Indexed', 4, 3)
+  actions = {r['action'] for r in spec['podFailurePolicy']['rules']}
+  assert 'FailJob' not in actions and 'FailIndex' in actions  # one bad point
+  pod = spec['template']['spec']
+  env = {e['name']: e.get('value') for e in pod['containers'][0]['env']}
+  assert env['SEQMNIST_POINTS_DIR'] == '/sweep' and 'SEQMNIST_WORKERS' not in env
+  assert pod['securityContext']['runAsNonRoot'] is True  # job.yaml's hardening
+  assert pod['containers'][0]['securityContext'][
+      'allowPrivilegeEscalation'] is False
+  assert not (tmp_path / 'sweep').exists()  # paths are the pods': no writes
+
+
+def test_a_sweep_pod_runs_the_point_of_its_completion_index(tmp_path,
+                                                            mnist_dir):
+  runs = tmp_path / 'runs'
+  result = _sweep_manifest(runs, mnist_dir)
+  assert result.returncode == 0, result.stderr[-3000:]
+  config_map = [d for d in yaml.safe_load_all(result.stdout) if d][0]
+  points = tmp_path / 'points'  # what the ConfigMap volume mounts
+  points.mkdir()
+  for key, text in config_map['data'].items():
+    (points / key).write_text(text)
+  env = dict(os.environ, PYTHON=sys.executable, TF_CPP_MIN_LOG_LEVEL='2',
+             JOB_COMPLETION_INDEX='2', SEQMNIST_POINTS_DIR=str(points))
+  env.pop('TF_CONFIG', None)
+  pod = subprocess.run(['bash', os.path.join(K8S, 'entrypoint.sh')], cwd=REPO,
+                       env=env, capture_output=True, text=True, timeout=600,
+                       check=False)
+  assert pod.returncode == 0, pod.stderr[-3000:]
+  assert os.listdir(runs) == ['Trainer.seed=1,Model.cell=gru']  # index 2
+  run = runs / 'Trainer.seed=1,Model.cell=gru'
+  saved = (run / 'operative_config.gin').read_text()
+  assert 'Trainer.seed = 1' in saved and "Model.cell = 'gru'" in saved
+  assert _results(run)['global_step'] == 10

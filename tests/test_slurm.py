@@ -134,3 +134,68 @@ def test_preempted_job_requeues_itself_and_resumes(tmp_path, mnist_dir):
   results = _results(model_dir)
   assert results['global_step'] == 100 and results['replicas'] == 2
   assert results['steps_this_run'] == 100 - int(step.group(1))
+
+
+def _wait_for_job(job_id, timeout=900):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    queued = subprocess.run(['squeue', '-h', '-j', job_id], capture_output=True,
+                            text=True, check=False).stdout
+    if not queued.strip():
+      return
+    time.sleep(2)
+  pytest.fail(f'Slurm job {job_id} still queued after {timeout} s')
+
+
+SWEEP_RUN = (*FAST, 'Trainer.steps=20', 'Trainer.eval_every=10')
+
+
+def _submit_sweep(runs_dir, mnist_dir):
+  result = subprocess.run(
+      [sys.executable, '-m', 'seqmnist.sweep', '--backend=slurm',
+       '--gin_file=row.gin', *gin_params(*SWEEP_RUN),
+       '--sweep=Trainer.seed=0,1,2', f'--runs_dir={runs_dir}',
+       f'--data_dir={mnist_dir}', '--parallel=2',
+       f'--sbatch_arg=--chdir={REPO}'],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def test_a_sweep_runs_as_a_slurm_job_array(tmp_path, mnist_dir):
+  reason = _slurm_node_up()
+  if reason:
+    pytest.skip(f'SLURM NOT AVAILABLE, real-cluster test not run: {reason}')
+  runs = tmp_path / 'sweep'
+  submitted = _submit_sweep(runs, mnist_dir)
+  job = submitted.stdout.strip()
+  assert (f'submitted Slurm job array {job} (3 of 3 point(s), 0 already '
+          'finished)') in submitted.stderr
+  _wait_for_job(job)
+  logs = '\n'.join(p.read_text()[-1500:] for p in (runs / 'logs').iterdir())
+  fingerprints = {}
+  for seed in (0, 1, 2):
+    run = runs / f'Trainer.seed={seed}'
+    assert (run / 'results.json').exists(), logs
+    results = _results(run)
+    assert results['global_step'] == 20, logs
+    assert f'Trainer.seed = {seed}' in (run / 'operative_config.gin').read_text()
+    fingerprints[seed] = results['weights_fingerprint']
+  assert len(set(fingerprints.values())) == 3  # three different seeds ran
+  # Task 1 ran exactly what `seqmnist.main` runs for that point.
+  local = subprocess.run(
+      [sys.executable, '-m', 'seqmnist.main', '--gin_file=row.gin',
+       *gin_params(*SWEEP_RUN, 'Trainer.seed=1'),
+       f'--model_dir={tmp_path / "local"}', f'--data_dir={mnist_dir}'],
+      cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+  assert local.returncode == 0, local.stderr[-3000:]
+  assert _results(tmp_path / 'local')['weights_fingerprint'] == fingerprints[1]
+
+  # Resubmitting submits only what is unfinished.
+  os.remove(runs / 'Trainer.seed=2' / 'results.json')
+  again = _submit_sweep(runs, mnist_dir)
+  assert '(1 of 3 point(s), 2 already finished)' in again.stderr
+  _wait_for_job(again.stdout.strip())
+  assert _results(runs / 'Trainer.seed=2')['weights_fingerprint'] == (
+      fingerprints[2])

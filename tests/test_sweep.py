@@ -130,8 +130,15 @@ def test_sigterm_stops_gracefully_and_a_rerun_ends_as_uninterrupted(
      '--sweep with all its values'),
     (('--sweep=UNITS=',), "--sweep='UNITS=' has no values"),
     (('--sweep=UNITS=[8',), "--sweep='UNITS=[8': the values do not parse"),
+    (('--sweep=UNITS=8', '--backend=slurm', '--parallel=-1'),
+     '--parallel=-1 must be >= 0 (0: no limit)'),
+    (('--sweep=UNITS=8', '--backend=kubernetes', '--k8s_name=My_Sweep'),
+     "--k8s_name='My_Sweep' must be a DNS-1123 label"),
+    (('--sweep=UNITS=8', '--backend=slurm',
+      '--sbatch_script=/nonexistent/train.sbatch'),
+     'the Slurm script /nonexistent/train.sbatch is missing'),
 ], ids=['bad-value', 'unknown-name', 'empty', 'repeated', 'no-values',
-        'syntax'])
+        'syntax', 'slurm-parallel', 'k8s-name', 'slurm-script'])
 def test_bad_sweeps_are_refused_before_anything_is_written(
     tmp_path, mnist_dir, axes, message):
   runs_dir = tmp_path / 'runs'
