@@ -14,10 +14,12 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -29,6 +31,15 @@ from test_main import _results
 
 K8S = os.path.join(REPO, 'launch', 'k8s')
 VERSION = '1.37'
+# Every minor version the manifests support: 1.29 (backoffLimitPerIndex and
+# FailIndex, which sweeps use, are beta and on by default from 1.29) to the
+# newest kubernetes-validate knows.
+OLDEST_MINOR = 29
+NEWEST_MINOR = int(kubernetes_validate.utils.latest_version().split('.')[1])
+VERSIONS = [f'1.{m}' for m in range(OLDEST_MINOR, NEWEST_MINOR + 1)]
+TFJOB_CRD = os.environ.get(
+    'SEQMNIST_TFJOB_CRD', os.path.join(os.path.dirname(REPO), 'shared', 'k8s',
+                                       'kubeflow.org_tfjobs.yaml'))
 
 
 def _documents(name):
@@ -36,10 +47,82 @@ def _documents(name):
     return [d for d in yaml.safe_load_all(f) if d]
 
 
-@pytest.mark.parametrize('name', ['job.yaml', 'service.yaml'])
-def test_manifests_are_valid_kubernetes_objects(name):
+@pytest.mark.parametrize('version', VERSIONS)
+@pytest.mark.parametrize('name', ['job.yaml', 'service.yaml',
+                                  'networkpolicy.yaml'])
+def test_manifests_are_valid_on_every_supported_kubernetes(name, version):
   for document in _documents(name):
-    kubernetes_validate.validate(document, VERSION, strict=True)
+    kubernetes_validate.validate(document, version, strict=True)
+
+
+def test_versions_cover_1_29_to_the_newest_known():
+  assert VERSIONS[0] == '1.29' and VERSIONS[-1] == VERSION
+  assert len(VERSIONS) >= 9
+
+
+def _strict(schema):
+  """A CRD schema as the API server's strict field validation reads it:
+  unknown fields rejected wherever the schema lists the known ones."""
+  if isinstance(schema, dict):
+    schema = {k: _strict(v) for k, v in schema.items()}
+    if ('properties' in schema and
+        not schema.get('x-kubernetes-preserve-unknown-fields')):
+      schema.setdefault('additionalProperties', False)
+    return schema
+  if isinstance(schema, list):
+    return [_strict(v) for v in schema]
+  return schema
+
+
+def _tfjob_schema():
+  if not os.path.exists(TFJOB_CRD):
+    pytest.fail(f'the TFJob CRD is not at {TFJOB_CRD} (../shared/k8s, or '
+                '$SEQMNIST_TFJOB_CRD)')
+  with open(TFJOB_CRD) as f:
+    crd = yaml.safe_load(f)
+  version = next(v for v in crd['spec']['versions'] if v['name'] == 'v1')
+  return _strict(version['schema']['openAPIV3Schema'])
+
+
+def test_tfjob_validates_strictly_against_the_kubeflow_crd():
+  schema = _tfjob_schema()
+  tfjob = _documents('tfjob.yaml')[0]
+  jsonschema.validate(tfjob, schema)
+  broken = json.loads(json.dumps(tfjob))
+  broken['spec']['tfReplicaSpecs']['Worker']['replicaz'] = 2  # a typo
+  with pytest.raises(jsonschema.ValidationError, match='replicaz'):
+    jsonschema.validate(broken, schema)
+
+
+def _env_names_read():
+  """The variables the entrypoint and cluster discovery read."""
+  with open(os.path.join(K8S, 'entrypoint.sh')) as f:
+    text = f.read()
+  with open(os.path.join(REPO, 'seqmnist', 'cluster.py')) as f:
+    text += f.read()
+  return set(re.findall(r'\b(?:SEQMNIST|TF|JOB|SLURM)_[A-Z_]+\b', text))
+
+
+def test_every_variable_and_flag_the_manifests_pass_is_read():
+  # The flags of `seqmnist.main`, from its own help (importing it here would
+  # clash with the bench's flags that test_bench.py imports).
+  helped = subprocess.run([sys.executable, '-m', 'seqmnist.main',
+                           '--helpshort'], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, check=False).stdout
+  flags_defined = set(re.findall(r'^\s+--(?:\[no\])?(\w+):', helped, re.M))
+  assert {'gin_file', 'model_dir', 'data_dir'} <= flags_defined, helped
+  read = _env_names_read()
+  containers = [_documents('job.yaml')[0]['spec']['template']['spec'][
+      'containers'][0]]
+  containers += [r['template']['spec']['containers'][0] for r in _documents(
+      'tfjob.yaml')[0]['spec']['tfReplicaSpecs'].values()]
+  for container in containers:
+    for env in container.get('env', []):
+      # HOME is read by Keras (its cache folder), the rest by seqmnist.
+      assert env['name'] == 'HOME' or env['name'] in read, env['name']
+    for arg in container.get('args', []):
+      assert arg.startswith('--'), arg
+      assert arg[2:].split('=', 1)[0] in flags_defined, arg
 
 
 def test_a_broken_manifest_is_rejected():
@@ -212,7 +295,8 @@ def test_a_sweep_renders_as_a_valid_indexed_job(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   config_map, job = [d for d in yaml.safe_load_all(result.stdout) if d]
   for document in (config_map, job):
-    kubernetes_validate.validate(document, VERSION, strict=True)
+    for version in VERSIONS:
+      kubernetes_validate.validate(document, version, strict=True)
   assert sorted(config_map['data']) == [f'point-{i}' for i in range(4)]
   assert config_map['data']['point-3'].splitlines()[-3:] == [
       "--gin_param=Model.cell='lstm'",
