@@ -22,7 +22,8 @@ import logging
 import os
 import socket
 import urllib.parse
-from typing import Dict, List, Optional
+import urllib.request
+from typing import Dict, List, Optional, Tuple
 
 from seqmnist import idx
 from seqmnist.errors import DataError, first_line
@@ -91,17 +92,32 @@ def hosts(dataset: str, data_dir: Optional[str]) -> List[str]:
                  for url in (builder.url_infos or {})} - {None})
 
 
+def probe_address(host: str) -> Tuple[str, int, str]:
+  """(host, port, description) of the first hop a download from `host`
+  takes: the HTTPS proxy the environment configures (as requests, which TFDS
+  downloads with, reads it), unless `host` bypasses it; else host:443."""
+  proxies = urllib.request.getproxies()
+  proxy = proxies.get('https') or proxies.get('all')
+  if proxy and not urllib.request.proxy_bypass(host):
+    parts = urllib.parse.urlsplit(proxy if '://' in proxy else f'http://{proxy}')
+    port = parts.port or (443 if parts.scheme == 'https' else 80)
+    return parts.hostname, port, f'{host} via the proxy {parts.hostname}:{port}'
+  return host, 443, host
+
+
 def check_network(dataset: str, data_dir: Optional[str]) -> None:
-  """Raises DataError in one line unless some download host of `dataset`
-  answers a TCP connection within PROBE_TIMEOUT_SECONDS."""
+  """Raises DataError in one line unless the way to some download host of
+  `dataset` (directly, or its proxy) takes a TCP connection within
+  PROBE_TIMEOUT_SECONDS."""
   errors = []
   for host in hosts(dataset, data_dir):
+    address, port, described = probe_address(host)
     try:
-      socket.create_connection((host, 443), timeout=PROBE_TIMEOUT_SECONDS
-                               ).close()
+      socket.create_connection((address, port),
+                               timeout=PROBE_TIMEOUT_SECONDS).close()
       return
     except OSError as e:
-      errors.append(f'{host}: {e.strerror or type(e).__name__}')
+      errors.append(f'{described}: {e.strerror or type(e).__name__}')
   if errors:
     raise DataError(
         f'no network: cannot download Data.dataset={dataset!r} through TFDS '

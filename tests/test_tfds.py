@@ -170,3 +170,31 @@ def test_prepare_tfds_bad_input_is_one_line(case, mnist_copy, tmp_path):
       f'seqmnist.prepare_tfds: error: {message}'), result.stderr
   assert 'Traceback' not in result.stderr
   assert not (tmp_path / 'tfds' / 'downloads').exists()
+
+
+def test_behind_a_proxy_the_probe_asks_the_proxy(monkeypatch):
+  from seqmnist import tfds_cache  # pylint: disable=g-import-not-at-top
+  with socket.socket() as closed:  # a port nothing listens on
+    closed.bind(('127.0.0.1', 0))
+    port = closed.getsockname()[1]
+  for name in ('https_proxy', 'HTTPS_PROXY', 'all_proxy', 'ALL_PROXY',
+               'no_proxy', 'NO_PROXY'):
+    monkeypatch.delenv(name, raising=False)
+  assert tfds_cache.probe_address('storage.googleapis.com') == (
+      'storage.googleapis.com', 443, 'storage.googleapis.com')
+  monkeypatch.setenv('HTTPS_PROXY', f'http://127.0.0.1:{port}')
+  assert tfds_cache.probe_address('storage.googleapis.com') == (
+      '127.0.0.1', port, f'storage.googleapis.com via the proxy 127.0.0.1:{port}')
+  with pytest.raises(data.DataError, match=(
+      rf'no network: .*\(storage.googleapis.com via the proxy '
+      rf'127.0.0.1:{port}: Connection refused\)')):
+    tfds_cache.check_network('mnist', None)
+  with socket.socket() as listening:  # a proxy that answers: the probe passes
+    listening.bind(('127.0.0.1', 0))
+    listening.listen(1)
+    monkeypatch.setenv('HTTPS_PROXY',
+                       f'http://127.0.0.1:{listening.getsockname()[1]}')
+    tfds_cache.check_network('mnist', None)
+  monkeypatch.setenv('NO_PROXY', 'storage.googleapis.com')
+  assert tfds_cache.probe_address('storage.googleapis.com')[0] == (
+      'storage.googleapis.com')
