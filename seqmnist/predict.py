@@ -6,7 +6,10 @@ FILE: a PNG (grayscale or colour, any size: converted to gray and resized to
 28x28; MNIST convention, a light digit on a dark ground, or pass --invert)
 or an IDX image file such as t10k-images-idx3-ubyte[.gz] (every image in it).
 Prints one line per image: `NAME: DIGIT (p=PROBABILITY)`, where NAME is the
-file, or `file[index]` inside an IDX file.
+file, or `file[index]` inside an IDX file. With `--labels=LABELS_IDX` (one
+IDX image file and its label file, e.g. MNIST's t10k pair), prints instead
+one line: the accuracy against those labels (how zoo/README.md checks a
+released model).
 """
 
 import os
@@ -30,6 +33,9 @@ _EXPORT_DIR = flags.DEFINE_string('export_dir', None,
 _INVERT = flags.DEFINE_boolean('invert', False, 'PNGs are dark digits on a '
                                'light ground: invert them first.')
 _BATCH = flags.DEFINE_integer('batch_size', 1000, 'Images per call.')
+_LABELS = flags.DEFINE_string(
+    'labels', None, 'An IDX label file for the one IDX image file given: '
+    'print the accuracy against it instead of one line per image.')
 
 
 def _ink(path: str) -> tf.Tensor:
@@ -100,9 +106,34 @@ def predict(export_dir: str, paths, invert=False, batch_size=1000):
   return out
 
 
+def accuracy(predictions, labels_path: str) -> float:
+  """The fraction of `predictions` (of one IDX image file) whose digit is
+  the label at the same index of the IDX label file."""
+  labels = idx.read(labels_path, expected_ndim=1)
+  if len(labels) != len(predictions):
+    raise DataError(f'--labels={labels_path} holds {len(labels)} labels for '
+                    f'{len(predictions)} images')
+  digits = np.array([digit for _, digit, _, _ in predictions])
+  return float(np.mean(digits == labels))
+
+
+def _predict_and_score(paths):
+  lines = predict(_EXPORT_DIR.value, paths, _INVERT.value, _BATCH.value)
+  if _LABELS.value is None:
+    return lines, None
+  if len(paths) != 1 or paths[0].endswith('.png'):
+    raise UserError('--labels needs exactly one IDX image file')
+  return lines, accuracy(lines, _LABELS.value)
+
+
 def main(argv):
-  lines = exit_on_error('seqmnist.predict', predict, _EXPORT_DIR.value,
-                        argv[1:], _INVERT.value, _BATCH.value)
+  lines, score = exit_on_error('seqmnist.predict', _predict_and_score,
+                               argv[1:])
+  if score is not None:
+    right = round(score * len(lines))
+    print(f'accuracy {score:.4f} ({right} of {len(lines)} images right, '
+          f'{len(lines) - right} wrong) against {_LABELS.value}')
+    return
   for name, digit, p, blank in lines:
     print(f'{name}: {digit} (p={p:.3f})' + (
         '  [blank image: no ink, the answer means nothing]' if blank else ''))

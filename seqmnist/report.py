@@ -181,22 +181,27 @@ def markdown(runs: List[dict], groups: List[dict]) -> str:
   return '\n'.join(lines)
 
 
-def validation_curve(run: str):
-  """[(step, accuracy)] from the run's validation events."""
+def scalar_curve(run: str, split: str, tag: str):
+  """[(step, value)] of a scalar the run wrote to its `split` events."""
   # pylint: disable=g-import-not-at-top
   from tensorboard.backend.event_processing import event_accumulator
   import tensorflow as tf
-  path = rundir.RunDir(run).events(rundir.VALIDATION)
+  path = rundir.RunDir(run).events(split)
   if not os.path.isdir(path):
     return []
   acc = event_accumulator.EventAccumulator(
       path, size_guidance={event_accumulator.TENSORS: 0})
   acc.Reload()
-  if 'accuracy' not in acc.Tags()['tensors']:
+  if tag not in acc.Tags()['tensors']:
     return []
   points = {e.step: float(tf.make_ndarray(e.tensor_proto))
-            for e in acc.Tensors('accuracy')}  # a resume may repeat a step
+            for e in acc.Tensors(tag)}  # a resume may repeat a step
   return sorted(points.items())
+
+
+def validation_curve(run: str):
+  """[(step, accuracy)] from the run's validation events."""
+  return scalar_curve(run, rundir.VALIDATION, 'accuracy')
 
 
 def plot(groups: List[dict], path: str) -> None:

@@ -22,7 +22,7 @@ LAYERS = (
     # 5 jobs: train+eval, export, predict, the bench's measurements, sweeps,
     #   the report
     ('train_eval', 'export', 'predict', 'bench_variants', 'sweeps',
-     'sweep_arrays', 'report'),
+     'sweep_arrays', 'report', 'release'),
     # 6 entry points
-    ('main', 'bench', 'sweep', 'prepare_tfds'),
+    ('main', 'bench', 'sweep', 'prepare_tfds', 'curves'),
 )

@@ -1,0 +1,169 @@
+"""Released models (zoo/), the release command and the curves command.
+
+A zoo entry is checked as zoo/README.md tells users to: the shipped command
+given a copy of it only reports; export + predict over the full 10k test set
+reproduces the accuracy in its results.json. `seqmnist.release` is run on a
+real finished run; `seqmnist.curves` draws a real PNG from the entry's events.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import FAST, REPO, gin_params
+from seqmnist import report
+
+ZOO = os.path.join(REPO, 'zoo')
+
+
+def _python(module, *args, timeout=600):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO,
+                        env=env, capture_output=True, text=True,
+                        timeout=timeout, check=False)
+
+
+def _entries():
+  return sorted(e for e in os.listdir(ZOO)
+                if os.path.isdir(os.path.join(ZOO, e)))
+
+
+def test_every_zoo_entry_is_a_small_run_dir_documented_in_the_readme():
+  readme = open(os.path.join(ZOO, 'README.md')).read()
+  assert _entries(), 'zoo/ holds no entry'
+  for entry in _entries():
+    path = os.path.join(ZOO, entry)
+    for name in ('results.json', 'operative_config.gin', 'best/checkpoint',
+                 'checkpoints/checkpoint'):
+      assert os.path.exists(os.path.join(path, name)), (entry, name)
+    size = sum(os.path.getsize(os.path.join(d, f))
+               for d, _, files in os.walk(path) for f in files)
+    assert size < 5e6, (entry, size)
+    assert f'zoo/{entry}' in readme, entry
+
+
+@pytest.mark.parametrize('entry, gin_file', [('row_gru', 'gin/row.gin')])
+def test_a_zoo_entry_reports_as_finished_and_its_export_reproduces_it(
+    entry, gin_file, tmp_path, mnist_dir):
+  copy = tmp_path / entry
+  shutil.copytree(os.path.join(ZOO, entry), copy)
+  stated = json.loads((copy / 'results.json').read_text())
+  shipped = _python('seqmnist.main', f'--gin_file={gin_file}',
+                    f'--model_dir={copy}', f'--data_dir={mnist_dir}')
+  assert shipped.returncode == 0, shipped.stderr[-3000:]
+  assert 'Run already finished' in shipped.stderr
+  assert f'test accuracy {stated["test_accuracy"]:.4f}' in shipped.stdout
+  exported = _python('seqmnist.export', f'--model_dir={copy}',
+                     f'--export_dir={tmp_path / "export"}')
+  assert exported.returncode == 0, exported.stderr[-3000:]
+  checked = _python(
+      'seqmnist.predict', f'--export_dir={tmp_path / "export"}',
+      f'--labels={mnist_dir}/t10k-labels-idx1-ubyte.gz',
+      f'{mnist_dir}/t10k-images-idx3-ubyte.gz')
+  assert checked.returncode == 0, checked.stderr[-3000:]
+  right = round(stated['test_accuracy'] * 10000)
+  assert checked.stdout.startswith(
+      f'accuracy {stated["test_accuracy"]:.4f} ({right} of 10000 images '
+      f'right, {10000 - right} wrong)'), checked.stdout
+
+
+def test_predict_labels_of_another_length_is_one_line(tmp_path, mnist_dir):
+  exported = _python('seqmnist.export', f'--model_dir={ZOO}/row_gru',
+                     f'--export_dir={tmp_path / "export"}')
+  assert exported.returncode == 0, exported.stderr[-3000:]
+  checked = _python(
+      'seqmnist.predict', f'--export_dir={tmp_path / "export"}',
+      f'--labels={mnist_dir}/train-labels-idx1-ubyte.gz',
+      f'{mnist_dir}/t10k-images-idx3-ubyte.gz')
+  assert checked.returncode == 2
+  assert checked.stderr.strip().splitlines()[-1] == (
+      f'seqmnist.predict: error: --labels={mnist_dir}/train-labels-idx1-'
+      'ubyte.gz holds 60000 labels for 10000 images')
+
+
+@pytest.fixture(scope='module')
+def finished_run(tmp_path_factory, mnist_dir):
+  """A short real run with the dashboard's histograms and images on."""
+  run = tmp_path_factory.mktemp('release') / 'run'
+  result = _python('seqmnist.main', '--gin_file=row.gin', f'--model_dir={run}',
+                   f'--data_dir={mnist_dir}',
+                   *gin_params(*FAST, 'Trainer.steps=20', 'Trainer.eval_every=10',
+                               'Trainer.checkpoint_every=10',
+                               'Trainer.histogram_every=10'))
+  assert result.returncode == 0, result.stderr[-3000:]
+  return run
+
+
+def _plugins(folder):
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  acc = event_accumulator.EventAccumulator(str(folder), size_guidance={
+      event_accumulator.TENSORS: 0})
+  acc.Reload()
+  return {tag: acc.SummaryMetadata(tag).plugin_data.plugin_name
+          for tag in acc.Tags()['tensors']}
+
+
+def test_release_keeps_a_run_dir_without_histograms_and_images(finished_run,
+                                                               tmp_path):
+  out = tmp_path / 'zoo_entry'
+  result = _python('seqmnist.release', f'--model_dir={finished_run}',
+                   f'--out={out}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'released {finished_run} as {out}' in result.stdout
+  assert sorted(os.listdir(out / 'checkpoints')) == [
+      'checkpoint', 'ckpt-20.data-00000-of-00001', 'ckpt-20.index']
+  before = set(_plugins(finished_run / 'validation').values()) | set(
+      _plugins(finished_run / 'train').values())
+  assert {'histograms', 'images'} & before  # the source had them
+  after = set(_plugins(out / 'validation').values()) | set(
+      _plugins(out / 'train').values())
+  assert not {'histograms', 'images'} & after
+  assert report.validation_curve(str(out)) == report.validation_curve(
+      str(finished_run))
+  assert report.scalar_curve(str(out), 'train', 'loss') == report.scalar_curve(
+      str(finished_run), 'train', 'loss')
+  assert not [e for e in os.listdir(tmp_path) if e.startswith('.release-')]
+
+
+def test_release_refuses_an_unfinished_run_and_an_existing_out(finished_run,
+                                                               tmp_path):
+  unfinished = tmp_path / 'unfinished'
+  shutil.copytree(finished_run, unfinished)
+  os.remove(unfinished / 'results.json')
+  result = _python('seqmnist.release', f'--model_dir={unfinished}',
+                   f'--out={tmp_path / "out"}')
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      f'seqmnist.release: error: --model_dir={unfinished} is not finished')
+  (tmp_path / 'taken').mkdir()
+  result = _python('seqmnist.release', f'--model_dir={finished_run}',
+                   f'--out={tmp_path / "taken"}')
+  assert result.returncode == 2
+  assert 'exists; give a new folder' in result.stderr
+  assert sorted(os.listdir(tmp_path)) == ['taken', 'unfinished']
+
+
+def test_curves_draw_a_png_from_a_zoo_entry(tmp_path):
+  out = tmp_path / 'row.png'
+  result = _python('seqmnist.curves', f'--model_dir={ZOO}/row_gru',
+                   f'--out={out}', '--anchor=LSTM (Day25)=98.39',
+                   '--title=row')
+  assert result.returncode == 0, result.stderr[-3000:]
+  data = out.read_bytes()
+  assert data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) > 10_000
+  assert 'directory_watcher' not in result.stderr  # no per-file log lines
+
+
+@pytest.mark.parametrize('anchor', ['LSTM', 'LSTM=101'])
+def test_curves_bad_anchor_is_one_line(anchor, tmp_path):
+  result = _python('seqmnist.curves', f'--model_dir={ZOO}/row_gru',
+                   f'--out={tmp_path / "x.png"}', f'--anchor={anchor}')
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'seqmnist.curves: error: --anchor={anchor!r} must be LABEL=PERCENT '
+      'with a percent in (0, 100], e.g. --anchor="tuned LSTM=98.9"')
+  assert not (tmp_path / 'x.png').exists()
