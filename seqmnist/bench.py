@@ -18,6 +18,11 @@ within each repetition, and the table reports medians. Variants:
   keras_fit_no_xla the same with jit_compile=False
   torch            a PyTorch model and update of the same shape (the `bench`
                    extra: pip install -e ".[bench]")
+  limit            the same recurrence with no framework: the input
+                   projection of all steps as one matmul, then per step one
+                   matmul with the recurrent kernel and the gate arithmetic,
+                   forward and backward in one tf.function, plain SGD, one
+                   batch in memory: "ours / limit" is the framework's cost
   core_pipeline    our tf.function loop alone, on the real input pipeline
   core_in_memory   the same loop on one batch held in memory: the ratio of
                    the two is the input pipeline's overhead
@@ -27,6 +32,9 @@ within each repetition, and the table reports medians. Variants:
 
 Training FLOPs per example (3x the forward matmuls) give an achieved GFLOP/s,
 printed against a large float32 matmul's GFLOP/s measured in the same run.
+The roofline of each cell divides those FLOPs by the GFLOP/s of the step's own
+matmul ([batch, units] x [units, gates*units], chained), measured in the same
+run: the examples/s no implementation of this recurrence can pass here.
 Runs unchanged on a GPU (the strategy picks it; torch uses CUDA if present).
 """
 
@@ -42,13 +50,14 @@ import time
 from absl import flags
 
 from seqmnist import cli
-from seqmnist.bench_variants import Spec, measure
+from seqmnist.bench_variants import Spec, measure, step_matmul_gflops
 
 VARIANTS = {
     'ours': 'our trainer (real loop: summaries, checkpoint)',
     'keras_fit': 'Keras model.fit, same model/optimizer/batch, defaults',
     'keras_fit_no_xla': 'Keras model.fit, jit_compile=False',
     'torch': 'PyTorch reference, same model/update',
+    'limit': 'the bare recurrence: no Keras layer, plain SGD, in memory',
     'core_pipeline': 'our tf.function loop, real input pipeline',
     'core_in_memory': 'our tf.function loop, one in-memory batch',
     'steps_per_loop_1': 'ours, steps_per_loop=1',
@@ -163,9 +172,11 @@ def run(tasks, cells, variants, units, batch_size, steps, repeats, data_dir,
         specs.append(Spec(variant, task, cell, units, batch_size, n, per_loop,
                           data_dir))
   runs = {s: [] for s in specs}
-  peaks = []
+  peaks, step_peaks = [], {cell: [] for cell in cells}
   for r in range(repeats):
     peaks.append(matmul_gflops())
+    for cell in cells:
+      step_peaks[cell].append(step_matmul_gflops(cell, units, batch_size))
     for spec in specs:
       result = _run_worker(spec)
       runs[spec].append(result)
@@ -188,8 +199,16 @@ def run(tasks, cells, variants, units, batch_size, steps, repeats, data_dir,
                                                   units) / 1e9
                    if ex_s else None),
     })
+  rooflines = []
+  for task in tasks:
+    for cell in cells:
+      gflops = _median(step_peaks[cell])
+      rooflines.append({
+          'task': task, 'cell': cell, 'step_matmul_gflops': gflops,
+          'examples_per_second': gflops * 1e9 / train_flops_per_example(
+              task, cell, units)})
   return {'machine': machine(), 'matmul_gflops': _median(peaks),
-          'repeats': repeats, 'rows': rows}
+          'repeats': repeats, 'rows': rows, 'rooflines': rooflines}
 
 
 def _ratio(a, b):
@@ -206,23 +225,26 @@ def markdown(report: dict) -> str:
       f'Keras {m["keras"]}, torch {m["torch"] or "not installed"}; '
       f'{report["repeats"]} repetition(s), medians. Large float32 matmul: '
       f'{peak:.1f} GFLOP/s.', '',
-      '| task | cell | variant | examples/s | ms/step | vs keras_fit | '
-      'vs keras_fit_no_xla | vs torch | GFLOP/s (% of matmul) |',
-      '|---|---|---|---|---|---|---|---|---|']
+      '| task | cell | variant | examples/s | ms/step | vs limit | '
+      'vs keras_fit | vs keras_fit_no_xla | vs torch | GFLOP/s (% of '
+      'matmul) |',
+      '|---|---|---|---|---|---|---|---|---|---|']
   by_key = {(r['task'], r['cell'], r['variant']): r for r in report['rows']}
   for r in report['rows']:
     ex_s = r['examples_per_second']
     fit = by_key.get((r['task'], r['cell'], 'keras_fit'), {})
     fit_no_xla = by_key.get((r['task'], r['cell'], 'keras_fit_no_xla'), {})
     torch_row = by_key.get((r['task'], r['cell'], 'torch'), {})
+    limit = by_key.get((r['task'], r['cell'], 'limit'), {})
     if ex_s:
       cells = [f'{ex_s:,.0f}', f'{r["ms_per_step"]:.1f}',
+               _ratio(ex_s, limit.get('examples_per_second')),
                _ratio(ex_s, fit.get('examples_per_second')),
                _ratio(ex_s, fit_no_xla.get('examples_per_second')),
                _ratio(ex_s, torch_row.get('examples_per_second')),
                f'{r["gflops"]:.2f} ({100 * r["gflops"] / peak:.1f}%)']
     else:
-      cells = [r['note'] or 'n/a', '', '', '', '', '']
+      cells = [r['note'] or 'n/a', '', '', '', '', '', '']
     lines.append(f'| {r["task"]} | {r["cell"]} | {r["variant"]} | ' +
                  ' | '.join(cells) + ' |')
   derived = []
@@ -242,6 +264,13 @@ def markdown(report: dict) -> str:
         a, b = ((r['examples_per_second'], get(other)) if other ==
                 'steps_per_loop_1' else (get(other), r['examples_per_second']))
         derived.append(f'- {task} {cell}: {what}: {_ratio(a, b)}')
+  for roof in report.get('rooflines', []):
+    derived.append(
+        f'- {roof["task"]} {roof["cell"]}: roofline '
+        f'{roof["examples_per_second"]:,.0f} examples/s (the step\'s matmul '
+        f'at {roof["step_matmul_gflops"]:.1f} GFLOP/s, '
+        f'{100 * roof["step_matmul_gflops"] / peak:.0f}% of the large '
+        'matmul\'s)')
   if derived:
     lines += ['', *derived]
   return '\n'.join(lines) + '\n'

@@ -179,6 +179,115 @@ def _measure_torch(spec: Spec) -> dict:
           'torch_threads': torch.get_num_threads(), 'device': device}
 
 
+def bare_recurrence(cell: str, units: int, features: int, seed: int = 0):
+  """(variables, loss_fn) of the same model with no Keras layer: the input
+  projection of all time steps as one matmul, then per step one matmul with
+  the recurrent kernel and the gate arithmetic (Keras' layouts: GRU
+  reset_after [z, r, h] with a recurrent bias, LSTM [i, f, c, o]), a dense
+  head on the last output, softmax cross-entropy."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  gates = {'gru': 3, 'lstm': 4}[cell]
+  init = tf.keras.initializers.GlorotUniform(seed)
+  kernel = tf.Variable(init([features, gates * units]))
+  recurrent = tf.Variable(tf.keras.initializers.Orthogonal(seed)(
+      [units, gates * units]))
+  bias = tf.Variable(tf.zeros([gates * units]))
+  recurrent_bias = tf.Variable(tf.zeros([gates * units]))  # GRU only
+  head = tf.Variable(init([units, 10]))
+  head_bias = tf.Variable(tf.zeros([10]))
+  variables = [kernel, recurrent, bias, head, head_bias]
+  if cell == 'gru':
+    variables.append(recurrent_bias)
+
+  def loss_fn(x, y):  # x: [B, T, F]
+    batch = tf.shape(x)[0]
+    projected = tf.einsum('btf,fg->tbg', x, kernel) + bias  # one matmul
+    h = tf.zeros([batch, units])
+    c = tf.zeros([batch, units])
+
+    def gru_step(h, xt):
+      hz, hr, hh = tf.split(tf.matmul(h, recurrent) + recurrent_bias, 3, -1)
+      xz, xr, xh = tf.split(xt, 3, -1)
+      z, r = tf.sigmoid(xz + hz), tf.sigmoid(xr + hr)
+      return z * h + (1 - z) * tf.tanh(xh + r * hh)
+
+    def lstm_step(state, xt):
+      h, c = state
+      i, f, g, o = tf.split(xt + tf.matmul(h, recurrent), 4, -1)
+      c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+      return tf.sigmoid(o) * tf.tanh(c), c
+
+    if cell == 'gru':
+      last = tf.scan(gru_step, projected, initializer=h)[-1]
+    else:
+      last = tf.scan(lstm_step, projected, initializer=(h, c))[0][-1]
+    logits = tf.matmul(last, head) + head_bias
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=y, logits=logits))
+
+  return variables, loss_fn
+
+
+def _measure_limit(spec: Spec) -> dict:
+  """The bare recurrence (bare_recurrence) trained by plain SGD on one
+  in-memory batch, `steps_per_loop` steps per tf.function call: what the
+  framework's loop is measured against."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from seqmnist import data, experiment  # pylint: disable=g-import-not-at-top
+  _parse(spec)
+  data_config = experiment.Configs.from_gin().data
+  splits = data.load(data_config, spec.data_dir)
+  x = data.to_sequences(tf.constant(splits.train.images[:spec.batch_size]),
+                        data_config)
+  y = tf.constant(splits.train.labels[:spec.batch_size])
+  variables, loss_fn = bare_recurrence(spec.cell, spec.units,
+                                       data_config.sequence_shape[1])
+
+  @tf.function
+  def loop(n):
+    loss = tf.constant(0.0)
+    for _ in tf.range(n):
+      with tf.GradientTape() as tape:
+        loss = loss_fn(x, y)
+      for v, g in zip(variables, tape.gradient(loss, variables)):
+        v.assign_sub(1e-3 * g)
+    return loss
+
+  per_call = tf.constant(spec.steps_per_loop)
+  loop(per_call).numpy()  # trace + warm up
+  calls = max(1, spec.steps // spec.steps_per_loop)
+  start = time.perf_counter()
+  for _ in range(calls):
+    loop(per_call).numpy()
+  seconds = time.perf_counter() - start
+  return {'examples_per_second':
+          calls * spec.steps_per_loop * spec.batch_size / seconds}
+
+
+def step_matmul_gflops(cell: str, units: int, batch_size: int,
+                       repeats: int = 2000) -> float:
+  """float32 GFLOP/s of the recurrent step's own matmul, [batch, units] x
+  [units, gates * units], chained as the recurrence chains it."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  gates = {'gru': 3, 'lstm': 4}[cell]
+  a = tf.random.normal([batch_size, units])
+  b = tf.random.normal([units, gates * units]) / units
+  back = tf.random.normal([gates * units, units]) / units
+
+  @tf.function
+  def chain(n):
+    h = a
+    for _ in tf.range(n):
+      h = tf.matmul(tf.matmul(h, b), back)  # keeps the shapes of a step
+    return h
+
+  chain(tf.constant(10)).numpy()
+  start = time.perf_counter()
+  chain(tf.constant(repeats)).numpy()
+  seconds = time.perf_counter() - start
+  return 2 * 2 * batch_size * units * gates * units * repeats / seconds / 1e9
+
+
 def measure(spec: Spec) -> dict:
   if spec.variant == 'ours':
     return _measure_trainer(spec)
@@ -198,4 +307,6 @@ def measure(spec: Spec) -> dict:
     return _measure_keras_fit(spec, jit_compile=False)
   if spec.variant == 'torch':
     return _measure_torch(spec)
+  if spec.variant == 'limit':
+    return _measure_limit(spec)
   raise ValueError(spec.variant)

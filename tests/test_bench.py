@@ -8,8 +8,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 from seqmnist import bench
+from seqmnist import bench_variants
 
 
 def test_smoke_run_produces_the_table_and_json(tmp_path, mnist_dir):
@@ -36,6 +39,43 @@ def test_smoke_run_produces_the_table_and_json(tmp_path, mnist_dir):
     assert f'{row["examples_per_second"]:,.0f}' in line
   assert 'input pipeline overhead' in result.stdout
   assert 'steps_per_loop many vs 1' in result.stdout
+  ours = next(l for l in result.stdout.splitlines()
+              if l.startswith('| row | gru | ours |'))
+  limit = rows['limit']['examples_per_second']
+  assert f'{rows["ours"]["examples_per_second"] / limit:.2f}x' in ours
+  (roof,) = report['rooflines']
+  assert roof['step_matmul_gflops'] > 0 and roof['examples_per_second'] > 0
+  assert 'row gru: roofline' in result.stdout
+
+
+@pytest.mark.parametrize('cell', ['gru', 'lstm'])
+def test_the_limit_variant_computes_the_models_loss(cell):
+  """The bare recurrence is the same function as the Keras layer it is
+  measured against: same weights, same loss."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  units, features = 8, 5
+  variables, loss_fn = bench_variants.bare_recurrence(cell, units, features)
+  rng = np.random.default_rng(0)
+  for v in variables:
+    v.assign(rng.normal(scale=0.3, size=v.shape).astype('float32'))
+  layer_class = {'gru': keras.layers.GRU, 'lstm': keras.layers.LSTM}[cell]
+  model = keras.Sequential([keras.Input((7, features)), layer_class(units),
+                            keras.layers.Dense(10)])
+  kernel, recurrent, bias, head, head_bias = variables[:5]
+  if cell == 'gru':  # reset_after: [input bias; recurrent bias]
+    layer_bias = np.stack([bias.numpy(), variables[5].numpy()])
+  else:
+    layer_bias = bias.numpy()
+  model.layers[0].set_weights([kernel.numpy(), recurrent.numpy(), layer_bias])
+  model.layers[1].set_weights([head.numpy(), head_bias.numpy()])
+  x = tf.constant(rng.normal(size=(4, 7, features)).astype('float32'))
+  y = tf.constant([0, 3, 9, 5])
+  expected = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
+      y, model(x))
+  np.testing.assert_allclose(loss_fn(x, y).numpy(), expected.numpy(),
+                             rtol=1e-5)
 
 
 def test_flops_per_example_by_hand():
