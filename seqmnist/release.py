@@ -14,7 +14,6 @@ and an existing OUT (exit 2).
 
 import os
 import shutil
-import sys
 import tempfile
 
 from absl import flags

@@ -91,6 +91,22 @@ def free_ports(n):
   return ports
 
 
+def two_free_ports():
+  """A port p with p+1 also free, both on loopback (workers that derive
+  their ports as base + index)."""
+  for _ in range(50):
+    with socket.socket() as s:
+      s.bind(('127.0.0.1', 0))
+      port = s.getsockname()[1]
+    try:
+      with socket.socket() as s:
+        s.bind(('127.0.0.1', port + 1))
+      return port
+    except OSError:
+      continue
+  raise RuntimeError('no two consecutive free ports on loopback')
+
+
 def start_workers(n, args, log_dir):
   """Starts n local MultiWorkerMirroredStrategy workers; logs worker-<i>.log."""
   workers = [f'127.0.0.1:{p}' for p in free_ports(n)]

@@ -23,13 +23,13 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import uuid
 
 import pytest
 
-from conftest import FAST, REPO, gin_params, run_cli, wait_for_line
+from conftest import (FAST, REPO, gin_params, run_cli, two_free_ports,
+                      wait_for_line)
 from test_main import _results
 
 IMAGE = 'seqmnist:0.1.0'
@@ -127,21 +127,6 @@ def _remove(*names):
                    capture_output=True, timeout=120, check=False)
 
 
-def _two_free_ports():
-  """A port p with p+1 also free, both on loopback."""
-  for _ in range(50):
-    with socket.socket() as s:
-      s.bind(('127.0.0.1', 0))
-      port = s.getsockname()[1]
-    try:
-      with socket.socket() as s:
-        s.bind(('127.0.0.1', port + 1))
-      return port
-    except OSError:
-      continue
-  raise RuntimeError('no two consecutive free ports on loopback')
-
-
 TINY = (*FAST, 'Trainer.steps=20', 'Trainer.eval_every=10')
 
 
@@ -174,7 +159,7 @@ def test_a_container_trains_as_the_same_command_outside_it(image, tmp_path,
 
 def test_two_containers_form_the_indexed_jobs_cluster(image, tmp_path,
                                                       mnist_dir):
-  runs, port = _run_dir(tmp_path / 'runs'), _two_free_ports()
+  runs, port = _run_dir(tmp_path / 'runs'), two_free_ports()
   names = [_name(), _name()]
   pods, logs = [], []
   try:

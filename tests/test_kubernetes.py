@@ -15,7 +15,6 @@
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 
@@ -26,7 +25,7 @@ import yaml
 
 from seqmnist import errors
 
-from conftest import FAST, REPO, gin_params
+from conftest import FAST, REPO, gin_params, two_free_ports
 from test_main import _results
 
 K8S = os.path.join(REPO, 'launch', 'k8s')
@@ -180,24 +179,9 @@ def test_tfjob_pod_templates_are_valid():
         VERSION, strict=True)
 
 
-def _two_free_ports():
-  """A port p with p+1 also free, both on loopback."""
-  for _ in range(50):
-    with socket.socket() as s:
-      s.bind(('127.0.0.1', 0))
-      port = s.getsockname()[1]
-    try:
-      with socket.socket() as s:
-        s.bind(('127.0.0.1', port + 1))
-      return port
-    except OSError:
-      continue
-  raise RuntimeError('no two consecutive free ports on loopback')
-
-
 def test_entrypoint_derives_tf_config_for_two_pods(tmp_path, mnist_dir):
   model_dir = tmp_path / 'run'
-  port = _two_free_ports()
+  port = two_free_ports()
   pods = []
   for index in (0, 1):
     env = dict(os.environ, PYTHON=sys.executable, TF_CPP_MIN_LOG_LEVEL='2',

@@ -27,6 +27,17 @@ def _python(module, *args, timeout=600):
                         timeout=timeout, check=False)
 
 
+def _export_and_score(model_dir, export_dir, mnist_dir, labels):
+  """`seqmnist.export` then `seqmnist.predict --labels` over the 10k test
+  images (as zoo/README.md tells users); returns predict's result."""
+  exported = _python('seqmnist.export', f'--model_dir={model_dir}',
+                     f'--export_dir={export_dir}')
+  assert exported.returncode == 0, exported.stderr[-3000:]
+  return _python('seqmnist.predict', f'--export_dir={export_dir}',
+                 f'--labels={mnist_dir}/{labels}',
+                 f'{mnist_dir}/t10k-images-idx3-ubyte.gz')
+
+
 def _entries():
   return sorted(e for e in os.listdir(ZOO)
                 if os.path.isdir(os.path.join(ZOO, e)))
@@ -57,13 +68,8 @@ def test_a_zoo_entry_reports_as_finished_and_its_export_reproduces_it(
   assert shipped.returncode == 0, shipped.stderr[-3000:]
   assert 'Run already finished' in shipped.stderr
   assert f'test accuracy {stated["test_accuracy"]:.4f}' in shipped.stdout
-  exported = _python('seqmnist.export', f'--model_dir={copy}',
-                     f'--export_dir={tmp_path / "export"}')
-  assert exported.returncode == 0, exported.stderr[-3000:]
-  checked = _python(
-      'seqmnist.predict', f'--export_dir={tmp_path / "export"}',
-      f'--labels={mnist_dir}/t10k-labels-idx1-ubyte.gz',
-      f'{mnist_dir}/t10k-images-idx3-ubyte.gz')
+  checked = _export_and_score(copy, tmp_path / 'export', mnist_dir,
+                              't10k-labels-idx1-ubyte.gz')
   assert checked.returncode == 0, checked.stderr[-3000:]
   right = round(stated['test_accuracy'] * 10000)
   assert checked.stdout.startswith(
@@ -72,13 +78,8 @@ def test_a_zoo_entry_reports_as_finished_and_its_export_reproduces_it(
 
 
 def test_predict_labels_of_another_length_is_one_line(tmp_path, mnist_dir):
-  exported = _python('seqmnist.export', f'--model_dir={ZOO}/row_gru',
-                     f'--export_dir={tmp_path / "export"}')
-  assert exported.returncode == 0, exported.stderr[-3000:]
-  checked = _python(
-      'seqmnist.predict', f'--export_dir={tmp_path / "export"}',
-      f'--labels={mnist_dir}/train-labels-idx1-ubyte.gz',
-      f'{mnist_dir}/t10k-images-idx3-ubyte.gz')
+  checked = _export_and_score(f'{ZOO}/row_gru', tmp_path / 'export',
+                              mnist_dir, 'train-labels-idx1-ubyte.gz')
   assert checked.returncode == 2
   assert checked.stderr.strip().splitlines()[-1] == (
       f'seqmnist.predict: error: --labels={mnist_dir}/train-labels-idx1-'
