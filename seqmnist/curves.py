@@ -97,7 +97,8 @@ def draw(runs: Sequence[str], path: str, anchors=(), title=None) -> None:
   for (label, percent), style in zip(anchors, ['--', ':', '-.'] * 10):
     left.axhline(percent, color='gray', linestyle=style, linewidth=1)
     left.text(0.01, percent, f'{label} {percent:g}%', fontsize=8,
-              color='dimgray', va='bottom', transform=left.get_yaxis_transform())
+              color='dimgray', va='bottom',
+              transform=left.get_yaxis_transform())
   left.set_ylim(max(low - 1, 0), 100)
   left.set_xlabel('epoch')
   left.set_ylabel('validation accuracy (%)')

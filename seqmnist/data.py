@@ -12,8 +12,9 @@ content (`Data.split_scheme='content'`): both sources hold the same images in
 different orders (TFDS shuffles when it prepares), and sorting by a content
 hash first makes the same gin file give the same run from either. Run dirs
 made before this scheme used the file order ('file'); they resume with it
-(drift.ADDED_LATER). Images become sequences in-graph (`to_sequences`), so the same
-order, permutation and normalisation apply at train, eval and export.
+(drift.ADDED_LATER). Images become sequences in-graph (`to_sequences`), so
+the same order, permutation and normalisation apply at train, eval and
+export.
 
 Pipelines take a `tf.distribute.InputContext` and know nothing else about the
 strategy. The training order is a pure function of (seed, step): batch k holds

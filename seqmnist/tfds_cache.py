@@ -99,7 +99,9 @@ def probe_address(host: str) -> Tuple[str, int, str]:
   proxies = urllib.request.getproxies()
   proxy = proxies.get('https') or proxies.get('all')
   if proxy and not urllib.request.proxy_bypass(host):
-    parts = urllib.parse.urlsplit(proxy if '://' in proxy else f'http://{proxy}')
+    if '://' not in proxy:
+      proxy = f'http://{proxy}'
+    parts = urllib.parse.urlsplit(proxy)
     port = parts.port or (443 if parts.scheme == 'https' else 80)
     return parts.hostname, port, f'{host} via the proxy {parts.hostname}:{port}'
   return host, 443, host
