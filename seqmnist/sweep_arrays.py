@@ -19,6 +19,7 @@ Both run the existing launchers unchanged in what they do for one run:
   finished run only reports.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -47,7 +48,7 @@ def point_arguments(sweep: sweeps.Sweep, point: sweeps.Point, runs_dir: str,
   Raises:
     UserError: an argument holds a newline (the files hold one per line).
   """
-  args = sweeps.main_command(sweep, point, runs_dir, data_dir)[3:]
+  args = sweeps.main_arguments(sweep, point, runs_dir, data_dir)
   for arg in args:
     if '\n' in arg:
       raise UserError(f'grid point {point.index}: the argument {arg!r} holds a '
@@ -58,9 +59,8 @@ def point_arguments(sweep: sweeps.Sweep, point: sweeps.Point, runs_dir: str,
 
 def _absolute(sweep: sweeps.Sweep) -> sweeps.Sweep:
   """Gin files given as paths made absolute (bare shipped names stay)."""
-  files = tuple(os.path.abspath(f) if os.path.exists(f) else f
-                for f in sweep.gin_files)
-  return sweeps.Sweep(files, sweep.gin_params, sweep.axes)
+  return dataclasses.replace(sweep, gin_files=tuple(
+      os.path.abspath(f) if os.path.exists(f) else f for f in sweep.gin_files))
 
 
 def check_slurm(script: str) -> None:

@@ -207,17 +207,23 @@ def is_finished(runs_dir: str, point: Point, steps: int) -> bool:
   return bool(results) and results.get('global_step', -1) >= steps
 
 
+def main_arguments(sweep: Sweep, point: Point, runs_dir: str,
+                   data_dir: Optional[str]) -> List[str]:
+  """The `seqmnist.main` arguments of one point."""
+  arguments = [*[f'--gin_file={f}' for f in sweep.gin_files],
+               *[f'--gin_param={b}' for b in (*sweep.gin_params,
+                                               *point.bindings)],
+               f'--model_dir={os.path.join(runs_dir, point.name)}']
+  if data_dir:
+    arguments.append(f'--data_dir={data_dir}')
+  return arguments
+
+
 def main_command(sweep: Sweep, point: Point, runs_dir: str,
                  data_dir: Optional[str]) -> List[str]:
   """The `seqmnist.main` command line of one point."""
-  command = [sys.executable, '-m', 'seqmnist.main',
-             *[f'--gin_file={f}' for f in sweep.gin_files],
-             *[f'--gin_param={b}' for b in (*sweep.gin_params,
-                                             *point.bindings)],
-             f'--model_dir={os.path.join(runs_dir, point.name)}']
-  if data_dir:
-    command.append(f'--data_dir={data_dir}')
-  return command
+  return [sys.executable, '-m', 'seqmnist.main',
+          *main_arguments(sweep, point, runs_dir, data_dir)]
 
 
 class LocalBackend:
