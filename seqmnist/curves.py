@@ -49,12 +49,10 @@ def parse_anchor(text: str) -> Tuple[str, float]:
 
 def examples_per_step(run: str) -> Tuple[int, int]:
   """(global batch, training-split size) from the run's operative config."""
-  run_dir = rundir_lib.RunDir(run)
-  text = run_dir.read_operative_config()
-  if text is None:
+  values = drift.saved_bindings(rundir_lib.RunDir(run))
+  if values is None:
     raise UserError(f'--model_dir={run} has no operative_config.gin: not a '
                     'seqmnist run directory')
-  values = drift.resolved(drift.parse_operative(text, run_dir.operative_config))
   batch = values.get('Data.batch_size', 128)
   train = MNIST_TRAIN_IMAGES - values.get('Data.validation_size', 5000)
   return batch, train

@@ -15,7 +15,7 @@ run length through the same macro as `Trainer.steps` (in base.gin the cosine
 schedule's `decay_steps = %STEPS`).
 """
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from gin import config_parser
 
@@ -86,6 +86,15 @@ def earlier_defaults(saved_text: str, where: str = 'operative config'
   saved = parse_operative(saved_text, where)
   return [f'{key} = {text(_resolve(saved.get(key, value), saved))}'
           for key, value in ADDED_LATER.items()]
+
+
+def saved_bindings(run_dir) -> Optional[Dict[str, Any]]:
+  """A run dir's saved operative config as resolved bindings (macros
+  dropped); None if it has none."""
+  text = run_dir.read_operative_config()
+  if text is None:
+    return None
+  return resolved(parse_operative(text, run_dir.operative_config))
 
 
 def _resolve(value, bindings: Dict[str, Any], depth: int = 0):

@@ -93,23 +93,11 @@ def export(model_dir: str, export_dir: str, weights: str = 'best') -> dict:
   try:
     tf.saved_model.save(serving, tmp, signatures={SIGNATURE: serving.serve})
     rundir.write_json(os.path.join(tmp, METADATA), metadata)
-    _share_as_umask_allows(tmp)
+    rundir.share_as_umask_allows(tmp)
     os.rename(tmp, export_dir)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   return metadata
-
-
-def _share_as_umask_allows(folder: str) -> None:
-  """mkdtemp makes the folder 0700: give the export the permissions the
-  umask allows, as for any folder the user creates (a model to share)."""
-  umask = os.umask(0)
-  os.umask(umask)
-  for root, dirs, files in os.walk(folder):
-    os.chmod(root, 0o777 & ~umask)
-    for name in files:
-      os.chmod(os.path.join(root, name), 0o666 & ~umask)
-    del dirs
 
 
 def main(argv):

@@ -42,13 +42,12 @@ EVENT_SPLITS = ('', rundir_lib.TRAIN, rundir_lib.VALIDATION, rundir_lib.TEST)
 def _check_finished(run: rundir_lib.RunDir) -> None:
   if not run.is_run_dir():
     raise UserError(f'--model_dir={run.path} is not a seqmnist run directory')
-  results, config = run.read_results(), run.read_operative_config()
-  if results is None or config is None:
+  results, bindings = run.read_results(), drift.saved_bindings(run)
+  if results is None or bindings is None:
     raise UserError(f'--model_dir={run.path} is not finished (no readable '
                     'results.json or operative_config.gin); rerun its '
                     'command to finish it first')
-  steps = drift.resolved(drift.parse_operative(
-      config, run.operative_config)).get('Trainer.steps')
+  steps = bindings.get('Trainer.steps')
   if results.get('global_step', -1) < (steps or 0):
     raise UserError(f'--model_dir={run.path} stopped at step '
                     f'{results.get("global_step")} of {steps}; finish it first')
@@ -122,18 +121,12 @@ def release(model_dir: str, out: str) -> str:
       for entry in sorted(os.listdir(source)):
         if entry.startswith('events.out.tfevents.'):
           filter_events(os.path.join(source, entry), os.path.join(dest, entry))
-    os.chmod(staging, 0o755 & ~_umask())
+    rundir_lib.share_as_umask_allows(staging)
     os.rename(staging, out)
   except BaseException:
     shutil.rmtree(staging, ignore_errors=True)
     raise
   return out
-
-
-def _umask() -> int:
-  mask = os.umask(0)
-  os.umask(mask)
-  return mask
 
 
 def _release():

@@ -73,8 +73,7 @@ def _failure(run: str) -> Optional[str]:
 def read_run(run: str) -> dict:
   """The run's bindings, status and figures."""
   run_dir = rundir.RunDir(run)
-  bindings = drift.resolved(drift.parse_operative(
-      run_dir.read_operative_config() or '', run_dir.operative_config))
+  bindings = drift.saved_bindings(run_dir) or {}
   steps = bindings.get('Trainer.steps')
   results = run_dir.read_results()
   from seqmnist import checkpoints  # pylint: disable=g-import-not-at-top

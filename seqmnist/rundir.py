@@ -200,6 +200,24 @@ def _read_text(path: str) -> str:
     return f.read()
 
 
+def current_umask() -> int:
+  umask = os.umask(0)
+  os.umask(umask)
+  return umask
+
+
+def share_as_umask_allows(folder: str) -> None:
+  """mkdtemp makes a folder 0700: give a staged folder (an export, a
+  release) and everything in it the permissions the umask allows, as for any
+  folder the user creates."""
+  umask = current_umask()
+  for root, dirs, files in os.walk(folder):
+    os.chmod(root, 0o777 & ~umask)
+    for name in files:
+      os.chmod(os.path.join(root, name), 0o666 & ~umask)
+    del dirs
+
+
 def write_atomic(path: str, text: str) -> None:
   """Writes text to path through a temporary file and a rename. The file
   gets the permissions the umask allows (as `open` would), not mkstemp's
@@ -207,9 +225,7 @@ def write_atomic(path: str, text: str) -> None:
   directory = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path))
   try:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
+    os.fchmod(fd, 0o666 & ~current_umask())
     with os.fdopen(fd, 'w') as f:
       f.write(text)
       f.flush()
