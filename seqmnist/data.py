@@ -221,8 +221,9 @@ def _load_idx(config, data_dir):
 
 def _load_tfds(config, data_dir):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  if tfds_cache.needs_network(config.dataset, data_dir):
-    tfds_cache.check_network(config.dataset, data_dir)  # one line, at once
+  dataset_builder = tfds_cache.builder(config.dataset, data_dir)
+  if tfds_cache.needs_network(dataset_builder):
+    tfds_cache.check_network(dataset_builder)  # one line, at once
   try:
     (train, test), info = tfds.load(
         config.dataset, split=['train', 'test'], batch_size=-1,

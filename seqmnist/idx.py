@@ -196,12 +196,21 @@ def read(path: str,
   return array
 
 
+def read_dataset_content(path: str, name: str, dataset: str,
+                         expected_ndim: int):
+  """(content, array, verified) of one file of `dataset`: its uncompressed
+  bytes, parsed and checked (see `verify`)."""
+  content = read_content(path, expected_ndim)
+  array = parse(content, path, expected_ndim)
+  return content, array, verify(content, path, name, dataset)
+
+
 def read_dataset_file(path: str, name: str, dataset: str,
                       expected_ndim: int):
   """(array, verified) of one file of `dataset` (see `verify`)."""
-  content = read_content(path, expected_ndim)
-  array = parse(content, path, expected_ndim)
-  return array, verify(content, path, name, dataset)
+  _, array, verified = read_dataset_content(path, name, dataset,
+                                            expected_ndim)
+  return array, verified
 
 
 def check_labels(labels: np.ndarray, num_classes: int, path: str) -> None:

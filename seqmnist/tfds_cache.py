@@ -32,33 +32,6 @@ _GZ = '.gz'
 PROBE_TIMEOUT_SECONDS = 10
 
 
-def _builder(dataset: str, data_dir: Optional[str]):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  try:
-    return tfds.builder(dataset, data_dir=data_dir)
-  except Exception as e:  # DatasetNotFoundError and kin: an unknown name
-    raise DataError(f'Data.dataset={dataset!r} is not a TFDS dataset: '
-                    f'{first_line(e)}') from e
-
-
-def _cache_paths(builder) -> Dict[str, str]:
-  """{url: path in TFDS's download cache} for every file the builder gets."""
-  from tensorflow_datasets.core.download import resource as resource_lib  # pylint: disable=g-import-not-at-top
-  downloads = os.path.join(os.fspath(builder.data_dir_root), 'downloads',
-                           builder.name)
-  return {url: os.path.join(downloads,
-                            resource_lib.get_dl_fname(url, info.checksum))
-          for url, info in (builder.url_infos or {}).items()}
-
-
-def is_cached(builder) -> bool:
-  """True if every registered download of the builder is in the cache."""
-  paths = _cache_paths(builder)
-  return bool(paths) and all(
-      os.path.isfile(p) and os.path.isfile(p + '.INFO')
-      for p in paths.values())
-
-
 class _TfdsProbeRecords(logging.Filter):
   """Drops TFDS's warnings while it looks for a prepared dataset (it warns
   about every folder it probes), so a missing dataset is one line."""
@@ -78,18 +51,47 @@ def _quiet_probes():
     absl_logger.removeFilter(probe_filter)
 
 
-def needs_network(dataset: str, data_dir: Optional[str]) -> bool:
-  """True if loading `dataset` through TFDS would download."""
+def builder(dataset: str, data_dir: Optional[str]):
+  """TFDS's builder of `dataset` in `data_dir` (TFDS's default when None)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    with _quiet_probes():
+      return tfds.builder(dataset, data_dir=data_dir)
+  except Exception as e:  # DatasetNotFoundError and kin: an unknown name
+    raise DataError(f'Data.dataset={dataset!r} is not a TFDS dataset: '
+                    f'{first_line(e)}') from e
+
+
+def _cache_paths(dataset_builder) -> Dict[str, str]:
+  """{url: path in TFDS's download cache} for every file the builder gets."""
+  from tensorflow_datasets.core.download import resource as resource_lib  # pylint: disable=g-import-not-at-top
+  downloads = os.path.join(os.fspath(dataset_builder.data_dir_root),
+                           'downloads', dataset_builder.name)
+  return {url: os.path.join(downloads,
+                            resource_lib.get_dl_fname(url, info.checksum))
+          for url, info in (dataset_builder.url_infos or {}).items()}
+
+
+def is_cached(dataset_builder) -> bool:
+  """True if every registered download of the builder is in the cache."""
+  paths = _cache_paths(dataset_builder)
+  return bool(paths) and all(
+      os.path.isfile(p) and os.path.isfile(p + '.INFO')
+      for p in paths.values())
+
+
+def needs_network(dataset_builder) -> bool:
+  """True if loading the builder's dataset through TFDS would download."""
   with _quiet_probes():
-    builder = _builder(dataset, data_dir)
-    return not builder.is_prepared() and not is_cached(builder)
+    return (not dataset_builder.is_prepared() and
+            not is_cached(dataset_builder))
 
 
-def hosts(dataset: str, data_dir: Optional[str]) -> List[str]:
-  """The hosts TFDS downloads `dataset` from (its registered URLs)."""
-  builder = _builder(dataset, data_dir)
+def hosts(dataset_builder) -> List[str]:
+  """The hosts TFDS downloads the builder's dataset from (its registered
+  URLs)."""
   return sorted({urllib.parse.urlsplit(url).hostname
-                 for url in (builder.url_infos or {})} - {None})
+                 for url in (dataset_builder.url_infos or {})} - {None})
 
 
 def probe_address(host: str) -> Tuple[str, int, str]:
@@ -107,12 +109,12 @@ def probe_address(host: str) -> Tuple[str, int, str]:
   return host, 443, host
 
 
-def check_network(dataset: str, data_dir: Optional[str]) -> None:
+def check_network(dataset_builder) -> None:
   """Raises DataError in one line unless the way to some download host of
-  `dataset` (directly, or its proxy) takes a TCP connection within
-  PROBE_TIMEOUT_SECONDS."""
+  the builder's dataset (directly, or its proxy) takes a TCP connection
+  within PROBE_TIMEOUT_SECONDS."""
   errors = []
-  for host in hosts(dataset, data_dir):
+  for host in hosts(dataset_builder):
     address, port, described = probe_address(host)
     try:
       socket.create_connection((address, port),
@@ -122,23 +124,22 @@ def check_network(dataset: str, data_dir: Optional[str]) -> None:
       errors.append(f'{described}: {e.strerror or type(e).__name__}')
   if errors:
     raise DataError(
-        f'no network: cannot download Data.dataset={dataset!r} through TFDS '
+        f'no network: cannot download Data.dataset={dataset_builder.name!r} '
+        'through TFDS '
         f'({"; ".join(errors)}); without internet, pass --data_dir=FOLDER '
         'holding the four IDX files, or prepare TFDS from them with '
         '`python -m seqmnist.prepare_tfds --idx_dir=FOLDER`')
 
 
-def seed(idx_dir: str, data_dir: Optional[str], dataset: str = 'mnist'
-         ) -> List[str]:
-  """Writes verified gzip copies of the IDX files in `idx_dir` into TFDS's
-  download cache under `data_dir` (TFDS's default when None).
+def seed(idx_dir: str, dataset_builder) -> None:
+  """Writes verified gzip copies of the IDX files in `idx_dir` into the
+  builder's download cache (existing entries are replaced).
 
-  Returns:
-    The paths written (existing cache entries are replaced).
   Raises:
-    DataError: a file is missing or fails MNIST's published checksum, or
-      `dataset` has no published checksum to verify against.
+    DataError: a file is missing or fails its dataset's published checksum,
+      or the dataset has no published checksum to verify against.
   """
+  dataset = dataset_builder.name
   if dataset not in idx.KNOWN_SHA256:
     raise DataError(
         f'Data.dataset={dataset!r} has no published checksum of its IDX '
@@ -146,34 +147,30 @@ def seed(idx_dir: str, data_dir: Optional[str], dataset: str = 'mnist'
         f'{", ".join(sorted(idx.KNOWN_SHA256))}')
   if not os.path.isdir(idx_dir):
     raise DataError(f'--idx_dir={idx_dir} is not a folder')
-  builder = _builder(dataset, data_dir)
-  checksums = idx.KNOWN_SHA256[dataset]
+  kinds = {base: kind for (_, kind), base in idx.IDX_FILES.items()}
   contents = {}
-  for url, path in _cache_paths(builder).items():
+  for url, path in _cache_paths(dataset_builder).items():
     name = urllib.parse.urlsplit(url).path.rsplit('/', 1)[-1]
     base = name[:-len(_GZ)] if name.endswith(_GZ) else name
-    if base not in checksums:
+    if base not in kinds:
       raise DataError(f'TFDS {dataset!r} downloads {url}, which is not one of '
                       f'the IDX files seqmnist verifies')
     source = idx.find(idx_dir, base)
     if source is None:
       raise DataError(f'--idx_dir={idx_dir} lacks {base} (or {base}.gz)')
-    content = idx.read_content(source, 3 if 'images' in base else 1)
-    idx.parse(content, source, 3 if 'images' in base else 1)
-    idx.verify(content, source, base, dataset)
+    content, _, _ = idx.read_dataset_content(
+        source, base, dataset, 3 if kinds[base] == 'images' else 1)
     contents[url] = (path, name, content)
   if len(contents) != len(idx.IDX_FILES):
     raise DataError(f'TFDS {dataset!r} registers {len(contents)} downloads, '
                     f'not the {len(idx.IDX_FILES)} IDX files')
   # Everything is verified before the first file is written.
-  written = []
   for url, (path, name, content) in contents.items():
-    _write_entry(builder, url, path, name, gzip.compress(content, mtime=0))
-    written.append(path)
-  return written
+    _write_entry(dataset_builder, url, path, name,
+                 gzip.compress(content, mtime=0))
 
 
-def _write_entry(builder, url, path, name, data: bytes) -> None:
+def _write_entry(dataset_builder, url, path, name, data: bytes) -> None:
   """A cache file, then its .INFO (TFDS reads a file as cached only once its
   .INFO exists), each written whole or not at all."""
   from tensorflow_datasets.core.download import resource as resource_lib  # pylint: disable=g-import-not-at-top
@@ -187,8 +184,8 @@ def _write_entry(builder, url, path, name, data: bytes) -> None:
     f.write(data)
   os.replace(tmp, path)
   resource_lib.write_info_file(
-      url=url, path=epath.Path(path), dataset_name=builder.name,
-      original_fname=name, url_info=builder.url_infos[url])
+      url=url, path=epath.Path(path), dataset_name=dataset_builder.name,
+      original_fname=name, url_info=dataset_builder.url_infos[url])
 
 
 def prepare(idx_dir: str, data_dir: Optional[str], dataset: str = 'mnist'
@@ -200,9 +197,9 @@ def prepare(idx_dir: str, data_dir: Optional[str], dataset: str = 'mnist'
     The prepared dataset's folder.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  builder = _builder(dataset, data_dir)
-  if not builder.is_prepared():
-    seed(idx_dir, data_dir, dataset)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        try_download_gcs=False))
-  return os.fspath(builder.data_dir)
+  dataset_builder = builder(dataset, data_dir)
+  if not dataset_builder.is_prepared():
+    seed(idx_dir, dataset_builder)
+    dataset_builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  return os.fspath(dataset_builder.data_dir)

@@ -188,13 +188,13 @@ def test_behind_a_proxy_the_probe_asks_the_proxy(monkeypatch):
   with pytest.raises(data.DataError, match=(
       rf'no network: .*\(storage.googleapis.com via the proxy '
       rf'127.0.0.1:{port}: Connection refused\)')):
-    tfds_cache.check_network('mnist', None)
+    tfds_cache.check_network(tfds_cache.builder('mnist', None))
   with socket.socket() as listening:  # a proxy that answers: the probe passes
     listening.bind(('127.0.0.1', 0))
     listening.listen(1)
     monkeypatch.setenv('HTTPS_PROXY',
                        f'http://127.0.0.1:{listening.getsockname()[1]}')
-    tfds_cache.check_network('mnist', None)
+    tfds_cache.check_network(tfds_cache.builder('mnist', None))
   monkeypatch.setenv('NO_PROXY', 'storage.googleapis.com')
   assert tfds_cache.probe_address('storage.googleapis.com')[0] == (
       'storage.googleapis.com')
