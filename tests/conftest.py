@@ -107,6 +107,17 @@ def two_free_ports():
   raise RuntimeError('no two consecutive free ports on loopback')
 
 
+def assert_indexed_job_pod(output, index, port):
+  """A pod's output: the entrypoint derived worker `index` of the 2-worker
+  cluster on 127.0.0.1:port and port+1 from the Indexed Job's variables."""
+  derived = json.loads(output.split('seqmnist entrypoint: ', 1)[1]
+                       .splitlines()[0])
+  assert derived['tf_config'] == {
+      'cluster': {'worker': [f'127.0.0.1:{port}', f'127.0.0.1:{port + 1}']},
+      'task': {'type': 'worker', 'index': index}}
+  assert derived['source'] == 'a Kubernetes Indexed Job of 2 pods'
+
+
 def start_workers(n, args, log_dir):
   """Starts n local MultiWorkerMirroredStrategy workers; logs worker-<i>.log."""
   workers = [f'127.0.0.1:{p}' for p in free_ports(n)]

@@ -19,7 +19,6 @@ sources than this work tree's), the tests skip and say why, loudly.
 """
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -28,8 +27,8 @@ import uuid
 
 import pytest
 
-from conftest import (FAST, REPO, gin_params, run_cli, two_free_ports,
-                      wait_for_line)
+from conftest import (FAST, REPO, assert_indexed_job_pod, gin_params,
+                      run_cli, two_free_ports, wait_for_line)
 from test_main import _results
 
 IMAGE = 'seqmnist:0.1.0'
@@ -188,12 +187,7 @@ def test_two_containers_form_the_indexed_jobs_cluster(image, tmp_path,
   fingerprints = []
   for index, (code, output) in enumerate(zip(codes, outputs)):
     assert code == 0, output[-3000:]
-    derived = json.loads(output.split('seqmnist entrypoint: ', 1)[1]
-                         .splitlines()[0])
-    assert derived['tf_config'] == {
-        'cluster': {'worker': [f'127.0.0.1:{port}', f'127.0.0.1:{port + 1}']},
-        'task': {'type': 'worker', 'index': index}}
-    assert derived['source'] == 'a Kubernetes Indexed Job of 2 pods'
+    assert_indexed_job_pod(output, index, port)
     assert ('Strategy: multi_worker_mirrored (a Kubernetes Indexed Job of 2 '
             'pods), 2 replica(s)') in output, output[-3000:]
     fingerprints += re.findall(

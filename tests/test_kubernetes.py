@@ -25,7 +25,8 @@ import yaml
 
 from seqmnist import errors
 
-from conftest import FAST, REPO, gin_params, two_free_ports
+from conftest import (FAST, REPO, assert_indexed_job_pod, gin_params,
+                      two_free_ports)
 from test_main import _results
 
 K8S = os.path.join(REPO, 'launch', 'k8s')
@@ -199,12 +200,7 @@ def test_entrypoint_derives_tf_config_for_two_pods(tmp_path, mnist_dir):
   outputs = [pod.communicate(timeout=600)[0] for pod in pods]
   for index, (pod, output) in enumerate(zip(pods, outputs)):
     assert pod.returncode == 0, output[-3000:]
-    derived = json.loads(output.split('seqmnist entrypoint: ', 1)[1]
-                         .splitlines()[0])
-    assert derived['tf_config'] == {
-        'cluster': {'worker': [f'127.0.0.1:{port}', f'127.0.0.1:{port + 1}']},
-        'task': {'type': 'worker', 'index': index}}
-    assert derived['source'] == 'a Kubernetes Indexed Job of 2 pods'
+    assert_indexed_job_pod(output, index, port)
   results = _results(model_dir)
   assert results['replicas'] == 2 and results['global_step'] == 20
 
