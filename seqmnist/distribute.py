@@ -6,7 +6,8 @@ cluster itself (TF_CONFIG, Slurm, Kubernetes) is read in `cluster.py`.
 
 import dataclasses
 import os
-from typing import Mapping
+import re
+from typing import Mapping, Optional
 import weakref
 
 from absl import logging
@@ -16,7 +17,7 @@ import tensorflow as tf
 from seqmnist import cli
 from seqmnist import cluster
 from seqmnist import validators
-from seqmnist.errors import ConfigError
+from seqmnist.errors import ConfigError, WorkerLost
 
 # strategy -> the all-reduce implementations it accepts ('auto' = TF's choice)
 ALL_REDUCE = {
@@ -183,6 +184,52 @@ def num_workers(strategy: tf.distribute.Strategy) -> int:
   spec = resolver.cluster_spec()
   return sum(spec.num_tasks(job) for job in spec.jobs
              if job in ('chief', 'worker'))
+
+
+# A collective's failure that names the peer which stopped answering:
+# "/job:worker/replica:0/task:1" (gRPC) or "/job:worker/task:1" (heartbeats).
+_PEER = re.compile(r'/job:(worker|chief)/(?:replica:\d+/)?task:(\d+)')
+# How TensorFlow reports a peer that died (its process killed, its node
+# down): UnavailableError ("Connection reset by peer", "tasks are unhealthy
+# (stopped sending heartbeats)") or, past a collective's timeout,
+# DeadlineExceededError. In a one-process run they are not about workers.
+PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError)
+
+
+def worker_lost(strategy: tf.distribute.Strategy, error: Exception,
+                newest_checkpoint: Optional[int]) -> Optional[WorkerLost]:
+  """The WorkerLost a multi-worker job raises for `error` (one of
+  PEER_ERRORS), naming the peers the error names, or None outside a cluster.
+  """
+  if num_workers(strategy) < 2 or not isinstance(error, PEER_ERRORS):
+    return None
+  spec = _cluster_resolver(strategy).cluster_spec()
+  me = (strategy.cluster_resolver.task_type, strategy.cluster_resolver.task_id)
+  peers = []
+  for job, task in _PEER.findall(str(error)):
+    addresses = spec.as_dict().get(job, [])
+    if (job, int(task)) != me and int(task) < len(addresses):
+      peer = f'{job} {task} ({addresses[int(task)]})'
+      if peer not in peers:
+        peers.append(peer)
+  who = ', '.join(peers) or 'another worker'
+  resume = (f'the newest checkpoint is step {newest_checkpoint}'
+            if newest_checkpoint is not None else 'no checkpoint was saved yet')
+  cause = _cause(str(error))
+  return WorkerLost(
+      f'{who} stopped answering, so the job cannot go on ({cause}); {resume}: '
+      'rerun the same command once every worker is back to resume (under '
+      'Slurm, launch/slurm/train.sbatch requeues the job)')
+
+
+def _cause(message: str) -> str:
+  """The line of a collective's error that says what happened."""
+  for line in message.splitlines():
+    if 'aborted by:' in line:
+      return line.split('aborted by:', 1)[1].strip()[:200]
+  lines = [line.strip() for line in message.splitlines()
+           if line.strip() and 'Graph execution error' not in line]
+  return lines[0][:200] if lines else 'no detail'
 
 
 def make_any_worker(strategy: tf.distribute.Strategy):

@@ -8,6 +8,10 @@ traceback) and exits with its `exit_code`; the launchers act on these codes
        resume whose config does not match the run's checkpoints;
   3    training diverged (Diverged): fix the config; the last good
        checkpoint is kept;
+  75   a worker was lost (WorkerLost): another worker of a multi-worker job
+       stopped answering (its node died, it was killed); the checkpoints on
+       disk are intact; rerunning resumes from the newest (Slurm's
+       train.sbatch requeues the job). 75 is sysexits' EX_TEMPFAIL: retry.
   130  interrupted (Interrupted): Ctrl-C; a checkpoint was saved at a step
        boundary; rerunning the same command resumes;
   143  preempted (Preempted): SIGTERM received, a checkpoint was saved at a
@@ -20,6 +24,7 @@ import sys
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+EXIT_WORKER_LOST = 75
 EXIT_INTERRUPTED = 130
 EXIT_PREEMPTED = 143
 
@@ -48,6 +53,13 @@ class Diverged(SeqmnistError):
   bound; nothing after the last good checkpoint was saved. Not bad input:
   the config is valid, training it failed."""
   exit_code = EXIT_DIVERGED
+
+
+class WorkerLost(SeqmnistError):
+  """A collective failed because another worker stopped answering; the run
+  dir is intact and rerunning resumes from its newest checkpoint."""
+  exit_code = EXIT_WORKER_LOST
+  label = 'worker lost'
 
 
 class Preempted(SeqmnistError):

@@ -169,6 +169,12 @@ class _Job:
     summaries = summaries_lib.Summaries(self.run_dir, is_chief=self.is_chief)
     try:
       results = self._train_and_test(step, summaries)
+    except distribute.PEER_ERRORS as e:
+      lost = distribute.worker_lost(self.experiment.strategy, e,
+                                    self.checkpoints.latest_step())
+      if lost is None:
+        raise
+      raise lost from e
     finally:
       summaries.close()
     if self.is_chief:

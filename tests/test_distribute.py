@@ -4,15 +4,22 @@
     weights after N steps at the same global batch, with clipping active.
   * MultiWorkerMirroredStrategy: 2 worker processes on localhost through
     launch/local_cluster.sh (TF_CONFIG, RING all-reduce).
+  * A worker killed without warning: the other stops with exit 75 and one
+    line naming it; the run dir keeps its checkpoints (tests/
+    test_slurm_multinode.py shows the requeue and resume across nodes).
 """
 
+import json
 import os
+import signal
 import subprocess
+import sys
+import time
 
 import numpy as np
 import tensorflow as tf
 
-from conftest import FAST, REPO, gin_params, run_cli
+from conftest import FAST, REPO, gin_params, run_cli, two_free_ports
 from test_main import _assert_clean_failure, _results, _tags, _weights
 
 # The root holds the HParams event file (TensorBoard's HParams plugin reads
@@ -116,3 +123,43 @@ def test_local_cluster_usage():
                           cwd=REPO, capture_output=True, text=True,
                           check=False)
   assert result.returncode == 2 and 'usage' in result.stderr
+
+
+def test_a_killed_worker_stops_the_other_with_one_line(tmp_path, mnist_dir):
+  port = two_free_ports()
+  workers = [f'127.0.0.1:{port}', f'127.0.0.1:{port + 1}']
+  model_dir = tmp_path / 'run'
+  procs = []
+  for index in (0, 1):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', TF_CONFIG=json.dumps(
+        {'cluster': {'worker': workers},
+         'task': {'type': 'worker', 'index': index}}))
+    procs.append(subprocess.Popen(
+        [sys.executable, '-m', 'seqmnist.main', '--gin_file=row.gin',
+         f'--model_dir={model_dir}', f'--data_dir={mnist_dir}',
+         *gin_params(*FAST, 'Trainer.steps_per_loop=1', 'Trainer.steps=2000',
+                     'Trainer.eval_every=1000', 'Trainer.checkpoint_every=20')],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / f'worker-{index}.log', 'w')))
+  try:
+    deadline = time.time() + 300
+    while not list((model_dir / 'checkpoints').glob('ckpt-*.index')):
+      assert time.time() < deadline and procs[0].poll() is None, (
+          (tmp_path / 'worker-0.log').read_text()[-3000:])
+      time.sleep(0.2)
+    procs[1].send_signal(signal.SIGKILL)
+    code = procs[0].wait(timeout=120)
+  finally:
+    for proc in procs:
+      proc.kill()
+  stderr = (tmp_path / 'worker-0.log').read_text()
+  assert code == 75, stderr[-3000:]
+  assert 'Traceback' not in stderr
+  lost = [line for line in stderr.splitlines()
+          if line.startswith('seqmnist: worker lost: ')]
+  assert len(lost) == 1, stderr[-3000:]
+  assert lost[0].startswith(f'seqmnist: worker lost: worker 1 '
+                            f'(127.0.0.1:{port + 1}) stopped answering')
+  newest = int(lost[0].split('the newest checkpoint is step ')[1].split(':')[0])
+  assert (model_dir / 'checkpoints' / f'ckpt-{newest}.index').exists()
+  assert not (model_dir / 'results.json').exists()
