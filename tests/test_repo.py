@@ -22,5 +22,5 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 def test_launchers_are_executable():
   for path in ('single_gpu.sh', 'multi_gpu.sh', 'local_cluster.sh',
-               'bench_replicas.sh', 'slurm/train.sbatch', 'k8s/entrypoint.sh'):
+               'bench_replicas.sh', 'bench_nodes.sh', 'slurm/train.sbatch', 'k8s/entrypoint.sh'):
     assert os.access(os.path.join(REPO, 'launch', path), os.X_OK), path
