@@ -144,7 +144,7 @@ def _rnn_layer(config, index, seed, sequence_length, return_sequences,
     kwargs['bias_initializer'] = gates.GateBias(
         config.cell, config.gate_init, sequence_length, seed=layer_seed + 2)
   if config.cell == 'gru':
-    return keras.layers.GRU(reset_after=True, **kwargs)
+    return SplitGateGRU(reset_after=True, **kwargs)
   return keras.layers.LSTM(unit_forget_bias=config.gate_init == 'default',
                            **kwargs)
 
@@ -167,3 +167,50 @@ def cudnn_eligible(layer) -> bool:
           cell.recurrent_activation is keras.activations.sigmoid and
           not cell.recurrent_dropout and not layer.unroll and cell.use_bias and
           layer.use_cudnn in ('auto', True))
+
+
+@keras.saving.register_keras_serializable(package='seqmnist')
+class SplitGateGRUCell(keras.layers.GRUCell):
+  """Keras' GRUCell with its gates split by `ops.split` instead of slicing.
+
+  Keras' step (implementation 2, reset_after) takes the three recurrent gate
+  blocks as slices `matrix_inner[:, :units]`, ...; the gradient of each slice
+  is a StridedSliceGrad that writes a zero-padded [batch, 3 * units] tensor,
+  three per time step. Profiled on the row task, those were a third of the
+  step's op time (docs/benchmarks.md, issue 16). `split` has a concat as
+  gradient instead. The values are the same (slicing and splitting copy the
+  same numbers; adding the zero padding is exact): outputs and gradients are
+  bit for bit Keras' (tests/test_models.py). Only the generic step changes:
+  on a GPU the layer still runs cuDNN's kernel, which never calls the cell.
+  Configurations this step does not cover (dropout, reset_after=False,
+  implementation 1) run Keras' own.
+  """
+
+  def call(self, inputs, states, training=False):
+    if (not self.reset_after or not self.use_bias or self.implementation != 2
+        or (training and (self.dropout or self.recurrent_dropout))):
+      return super().call(inputs, states, training=training)
+    nested = isinstance(states, (list, tuple))
+    h_tm1 = states[0] if nested else states
+    input_bias, recurrent_bias = keras.ops.unstack(self.bias, 2, axis=0)
+    x_z, x_r, x_h = keras.ops.split(
+        keras.ops.add(keras.ops.matmul(inputs, self.kernel), input_bias), 3,
+        axis=-1)
+    r_z, r_r, r_h = keras.ops.split(
+        keras.ops.matmul(h_tm1, self.recurrent_kernel) + recurrent_bias, 3,
+        axis=-1)
+    z = self.recurrent_activation(x_z + r_z)
+    r = self.recurrent_activation(x_r + r_r)
+    candidate = self.activation(x_h + r * r_h)
+    h = z * h_tm1 + (1 - z) * candidate
+    return h, ([h] if nested else h)
+
+
+@keras.saving.register_keras_serializable(package='seqmnist')
+class SplitGateGRU(keras.layers.GRU):
+  """keras.layers.GRU whose generic (non-cuDNN) step is SplitGateGRUCell's;
+  the same weights, layout, cuDNN eligibility and checkpoint paths."""
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.cell = SplitGateGRUCell.from_config(self.cell.get_config())
