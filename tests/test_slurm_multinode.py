@@ -24,13 +24,12 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
 from conftest import FAST, REPO, gin_params
 from seqmnist.cluster import expand_hostlist
-from test_distribute import _local_cluster
+from test_distribute import _local_cluster, assert_float_weights_close
 from test_main import _results, _weights
 from test_slurm import _job_field
 
@@ -113,15 +112,9 @@ def uninterrupted(tmp_path_factory, mnist_dir):
 
 
 def _assert_close_to_one_process(model_dir, one):
-  mine = _weights(tf.train.latest_checkpoint(str(model_dir / 'checkpoints')))
-  assert mine.keys() == one.keys()
-  moved = 0
-  for name in one:
-    if one[name].dtype.kind == 'f':
-      np.testing.assert_allclose(mine[name], one[name], rtol=0, atol=2e-6,
-                                 err_msg=name)
-      moved += 1
-  assert moved >= 5
+  assert_float_weights_close(
+      _weights(tf.train.latest_checkpoint(str(model_dir / 'checkpoints'))),
+      one, at_least=5)
 
 
 @pytest.mark.parametrize('per_node', [1, 2])
@@ -267,7 +260,7 @@ def test_a_node_that_dies_costs_a_requeue_not_the_run(tmp_path, mnist_dir,
   lost = re.search(r'seqmnist: worker lost: worker 1 \((\S+):8888\) stopped '
                    r'answering.*the newest checkpoint is step (\d+)', survivor)
   assert lost and lost.group(1) == dead, survivor[-4000:]
-  assert f'Resumed from ' in survivor.split(lost.group(0))[1]
+  assert 'Resumed from ' in survivor.split(lost.group(0))[1]
   results = _results(tmp_path / 'run')
   assert results['global_step'] == 300 and results['replicas'] == 2
   assert results['weights_fingerprint'] == uninterrupted['two_workers_long']
