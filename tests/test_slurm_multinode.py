@@ -159,17 +159,22 @@ def _wait_for_checkpoint(tmp_path, job, deadline):
     time.sleep(0.1)
 
 
-def _steps_gone(job):
-  """No slurmstepd of the job is left on any node (one PID namespace)."""
-  return subprocess.run(['pgrep', '-f', rf'slurmstepd: \[{job}\.'],
-                        capture_output=True, check=False).returncode == 1
+def _first_run_gone(job, tmp_path):
+  """Nothing of the job's first run is left on any node (one PID namespace):
+  no step daemon, and no srun of it (after a node failure srun outlives its
+  step daemon by up to KillWait + 2 s). Every srun of this test names its
+  log folder on its command line."""
+  patterns = (rf'slurmstepd: \[{job}\.', str(tmp_path / 'logs'))
+  return all(subprocess.run(['pgrep', '-f', pattern], capture_output=True,
+                            check=False).returncode == 1
+             for pattern in patterns)
 
 
-def _follow_until_done(job, deadline, ready_to_restart):
+def _follow_until_done(job, tmp_path, deadline, ready_to_restart):
   """The job's states until it ends. A requeued job is held ~120 s
   (Reason=BeginTime); the test releases it (`scontrol update starttime=now`,
   an administrator's shortcut) once `ready_to_restart()` says the nodes are
-  settled and the first run's step daemons are gone: slurmd refuses to
+  settled and the first run's processes are gone: slurmd refuses to
   relaunch a job it is still cleaning up, and a first run's srun still
   waiting out its step (up to KillWait + 2 s after a node failure) would
   terminate the new run's step, which has the same id."""
@@ -179,7 +184,8 @@ def _follow_until_done(job, deadline, ready_to_restart):
     if not states or states[-1] != state:
       states.append(state)
     if (state == 'PENDING' and int(_job_field(job, 'Restarts') or 0) >= 1
-        and not released and ready_to_restart() and _steps_gone(job)):
+        and not released and ready_to_restart()
+        and _first_run_gone(job, tmp_path)):
       time.sleep(2)
       subprocess.run(['scontrol', 'update', f'jobid={job}', 'starttime=now'],
                      check=False)
@@ -201,7 +207,7 @@ def test_preemption_across_nodes_resumes_to_the_uninterrupted_result(
     _wait_for_checkpoint(tmp_path, job, deadline)
     subprocess.run(['scancel', '--signal=TERM', job], check=True)
     states = _follow_until_done(
-        job, deadline, lambda: all(s == 'idle' for s in
+        job, tmp_path, deadline, lambda: all(s == 'idle' for s in
                                    _node_states().values()))
   finally:
     subprocess.run(['scancel', job], check=False)
@@ -240,7 +246,7 @@ def test_a_node_that_dies_costs_a_requeue_not_the_run(tmp_path, mnist_dir,
     subprocess.run(['bash', '.ci/slurm_up.sh', 'kill-node', dead], cwd=REPO,
                    check=True)
     states = _follow_until_done(
-        job, deadline, lambda: (_node_states()[dead].startswith('down')
+        job, tmp_path, deadline, lambda: (_node_states()[dead].startswith('down')
                                 and _node_states()[first] == 'idle'))
     final_nodes = expand_hostlist(_job_field(job, 'NodeList'))
   finally:
