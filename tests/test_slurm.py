@@ -76,6 +76,46 @@ def _node_idle():
   return state.strip() == 'idle'
 
 
+DONE = ('COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL')
+
+
+def _first_run_gone(job, tmp_path):
+  """Nothing of the job's first run is left on any node (one PID namespace):
+  no step daemon, and no srun of it (after a node failure srun outlives its
+  step daemon by up to KillWait + 2 s). Every srun of this test names its
+  log folder on its command line."""
+  patterns = (rf'slurmstepd: \[{job}\.', str(tmp_path / 'logs'))
+  return all(subprocess.run(['pgrep', '-f', pattern], capture_output=True,
+                            check=False).returncode == 1
+             for pattern in patterns)
+
+
+def _follow_until_done(job, tmp_path, deadline, ready_to_restart):
+  """The job's states until it ends. A requeued job is held ~120 s
+  (Reason=BeginTime); the test releases it (`scontrol update starttime=now`,
+  an administrator's shortcut) once `ready_to_restart()` says the nodes are
+  settled and the first run's processes are gone: slurmd refuses to
+  relaunch a job it is still cleaning up, and a first run's srun still
+  waiting out its step (up to KillWait + 2 s after a node failure) would
+  terminate the new run's step, which has the same id."""
+  states, released = [], False
+  while time.time() < deadline:
+    state = _job_field(job, 'JobState')
+    if not states or states[-1] != state:
+      states.append(state)
+    if (state == 'PENDING' and int(_job_field(job, 'Restarts') or 0) >= 1
+        and not released and ready_to_restart()
+        and _first_run_gone(job, tmp_path)):
+      time.sleep(2)
+      subprocess.run(['scontrol', 'update', f'jobid={job}', 'starttime=now'],
+                     check=False)
+      released = True
+    if state in DONE:
+      return states
+    time.sleep(1)
+  return states
+
+
 def test_preempted_job_requeues_itself_and_resumes(tmp_path, mnist_dir):
   reason = _slurm_node_up()
   if reason:
@@ -97,26 +137,7 @@ def test_preempted_job_requeues_itself_and_resumes(tmp_path, mnist_dir):
       time.sleep(0.1)
     # What Slurm does before a time limit (--signal) or a preemption.
     subprocess.run(['scancel', '--signal=TERM', job], check=True)
-    states, released = [], False
-    while time.time() < deadline:
-      state = _job_field(job, 'JobState')
-      if not states or states[-1] != state:
-        states.append(state)
-      if (state == 'PENDING' and _job_field(job, 'Restarts') == '1'
-          and not released):
-        # Slurm holds a requeued job for 120 s (Reason=BeginTime); an
-        # administrator's shortcut, so the test does not wait it out. The
-        # hold exists because slurmd refuses to relaunch a job it is still
-        # cleaning up ("Job credential revoked" within the same second), so
-        # release it only once the node is idle again, and a moment later.
-        if _node_idle():
-          time.sleep(2)
-          subprocess.run(['scontrol', 'update', f'jobid={job}',
-                          'starttime=now'], check=False)
-          released = True
-      if state in ('COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT'):
-        break
-      time.sleep(1)
+    states = _follow_until_done(job, tmp_path, deadline, _node_idle)
   finally:
     subprocess.run(['scancel', job], check=False)
   batch_log = (tmp_path / f'slurm-{job}.out').read_text()

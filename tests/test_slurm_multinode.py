@@ -31,14 +31,13 @@ from conftest import FAST, REPO, gin_params
 from seqmnist.cluster import expand_hostlist
 from test_distribute import _local_cluster, assert_float_weights_close
 from test_main import _results, _weights
-from test_slurm import _job_field
+from test_slurm import _follow_until_done, _job_field
 
 SHORT = (*FAST, 'Trainer.steps=20', 'Trainer.eval_every=20',
          'Trainer.checkpoint_every=20')
 # Long enough to be cut in the middle: ~15-30 s on the 3-node cluster.
 LONG = (*FAST, 'Trainer.steps_per_loop=1', 'Trainer.steps=300',
         'Trainer.eval_every=100', 'Trainer.checkpoint_every=20')
-DONE = ('COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL')
 
 
 def _node_states():
@@ -157,43 +156,6 @@ def _wait_for_checkpoint(tmp_path, job, deadline):
                                    else ''):
     assert time.time() < deadline, 'no checkpoint was saved\n' + _dump(tmp_path)
     time.sleep(0.1)
-
-
-def _first_run_gone(job, tmp_path):
-  """Nothing of the job's first run is left on any node (one PID namespace):
-  no step daemon, and no srun of it (after a node failure srun outlives its
-  step daemon by up to KillWait + 2 s). Every srun of this test names its
-  log folder on its command line."""
-  patterns = (rf'slurmstepd: \[{job}\.', str(tmp_path / 'logs'))
-  return all(subprocess.run(['pgrep', '-f', pattern], capture_output=True,
-                            check=False).returncode == 1
-             for pattern in patterns)
-
-
-def _follow_until_done(job, tmp_path, deadline, ready_to_restart):
-  """The job's states until it ends. A requeued job is held ~120 s
-  (Reason=BeginTime); the test releases it (`scontrol update starttime=now`,
-  an administrator's shortcut) once `ready_to_restart()` says the nodes are
-  settled and the first run's processes are gone: slurmd refuses to
-  relaunch a job it is still cleaning up, and a first run's srun still
-  waiting out its step (up to KillWait + 2 s after a node failure) would
-  terminate the new run's step, which has the same id."""
-  states, released = [], False
-  while time.time() < deadline:
-    state = _job_field(job, 'JobState')
-    if not states or states[-1] != state:
-      states.append(state)
-    if (state == 'PENDING' and int(_job_field(job, 'Restarts') or 0) >= 1
-        and not released and ready_to_restart()
-        and _first_run_gone(job, tmp_path)):
-      time.sleep(2)
-      subprocess.run(['scontrol', 'update', f'jobid={job}', 'starttime=now'],
-                     check=False)
-      released = True
-    if state in DONE:
-      return states
-    time.sleep(1)
-  return states
 
 
 def test_preemption_across_nodes_resumes_to_the_uninterrupted_result(
