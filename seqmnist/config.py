@@ -19,6 +19,7 @@ from gin import config_parser
 from seqmnist import dashboard  # pylint: disable=unused-import
 from seqmnist import data  # pylint: disable=unused-import
 from seqmnist import distribute  # pylint: disable=unused-import
+from seqmnist import gin_values
 from seqmnist import models  # pylint: disable=unused-import
 from seqmnist import optimizers  # pylint: disable=unused-import
 from seqmnist import trainer  # pylint: disable=unused-import
@@ -74,22 +75,12 @@ def _add_search_path():
     _search_path_added = True
 
 
-class _AnyValue(config_parser.ParserDelegate):
-  """Parses without resolving references or macros (to scan statements)."""
-
-  def configurable_reference(self, scoped_configurable_name, evaluate):
-    return None
-
-  def macro(self, macro_name):
-    return None
-
-
 def _imports(text: str, where: str, seen: set) -> List[str]:
   """'WHERE line N: import MODULE' for every import statement in a gin text
   and the files it includes (resolved as gin resolves them)."""
   found = []
   try:
-    statements = list(config_parser.ConfigParser(text, _AnyValue()))
+    statements = list(gin_values.statements(text))
   except (SyntaxError, tokenize.TokenError):
     return found  # gin's own parse reports it, with its location
   for statement in statements:

@@ -26,6 +26,7 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
 from seqmnist import data
+from seqmnist import gin_values
 from seqmnist import models
 from seqmnist import validators
 
@@ -70,26 +71,13 @@ def config_markdown(operative_config: str) -> str:
   return '\n'.join('    ' + line for line in operative_config.splitlines())
 
 
-class _Values(config_parser.ParserDelegate):
-  """References and macros as their gin text (HParams values are plain)."""
-
-  def configurable_reference(self, scoped_configurable_name, evaluate):
-    return '@' + scoped_configurable_name + ('()' if evaluate else '')
-
-  def macro(self, macro_name):
-    return '%' + macro_name
-
-
 def binding_hparams(bindings: Sequence[str]) -> dict:
   """{'UNITS': 64, 'Trainer.seed': 1, ...} from command-line bindings, so
   the HParams dashboard compares a sweep's runs by what was swept."""
   values = {}
-  for statement in config_parser.ConfigParser('\n'.join(bindings),
-                                              _Values()):
+  for statement in gin_values.statements('\n'.join(bindings)):
     if isinstance(statement, config_parser.BindingStatement):
-      key = '.'.join(p for p in (statement.selector, statement.arg_name) if p)
-      if statement.scope:
-        key = f'{statement.scope}/{key}'
+      key = gin_values.binding_key(statement)
       value = statement.value
       values[key] = (value if isinstance(value, (bool, int, float, str))
                      else repr(value))

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from gin import config_parser
 
+from seqmnist import gin_values
 from seqmnist.errors import ConfigError, first_line
 
 RESUMABLE = frozenset({
@@ -36,26 +37,6 @@ ADDED_LATER = {'Model.gate_init': 'default', 'Data.split_scheme': 'file'}
 UNSET = '<unset>'
 
 
-class Macro(str):
-  """A `%NAME` value."""
-
-
-class Reference(str):
-  """A `@name` or `@name()` value."""
-
-
-class _Values(config_parser.ParserDelegate):
-  """Keeps references and macros as plain values instead of resolving them
-  against the registered configurables."""
-
-  def configurable_reference(self, scoped_configurable_name, evaluate):
-    return Reference('@' + scoped_configurable_name + ('()' if evaluate
-                                                        else ''))
-
-  def macro(self, macro_name):
-    return Macro(macro_name)
-
-
 def parse_operative(text: str, where: str = 'operative config'
                     ) -> Dict[str, Any]:
   """{'Scope.param' or 'MACRO': value} from an operative config's text.
@@ -65,13 +46,9 @@ def parse_operative(text: str, where: str = 'operative config'
   """
   bindings = {}
   try:
-    for statement in config_parser.ConfigParser(text, _Values()):
+    for statement in gin_values.statements(text):
       if isinstance(statement, config_parser.BindingStatement):
-        selector = (f'{statement.scope}/' if statement.scope else '') + (
-            statement.selector)
-        key = (f'{selector}.{statement.arg_name}' if statement.arg_name
-               else selector)
-        bindings[key] = statement.value
+        bindings[gin_values.binding_key(statement)] = statement.value
   except SyntaxError as e:
     raise ConfigError(f'{where} is not a gin config: {first_line(e)}') from e
   return bindings
@@ -97,9 +74,14 @@ def saved_bindings(run_dir) -> Optional[Dict[str, Any]]:
   return resolved(parse_operative(text, run_dir.operative_config))
 
 
+def _macro(value) -> Optional[str]:
+  return value.macro_name if isinstance(value, gin_values.GinText) else None
+
+
 def _resolve(value, bindings: Dict[str, Any], depth: int = 0):
-  if isinstance(value, Macro) and value in bindings and depth < 10:
-    return _resolve(bindings[value], bindings, depth + 1)
+  name = _macro(value)
+  if name in bindings and depth < 10:
+    return _resolve(bindings[name], bindings, depth + 1)
   return value
 
 
@@ -127,7 +109,7 @@ def differences(saved_text: str, current_text: str,
       continue
     old = saved.get(key, ADDED_LATER.get(key, UNSET))
     new = current.get(key, UNSET)
-    if isinstance(old, Macro) and old == new and old in run_length:
+    if _macro(old) and old == new and old in run_length:
       continue  # follows Trainer.steps through the same macro
     old_value, new_value = _resolve(old, saved), _resolve(new, current)
     if old_value != new_value or type(old_value) != type(new_value):  # pylint: disable=unidiomatic-typecheck
@@ -145,11 +127,7 @@ def _same_number(a, b) -> bool:
 
 def text(value) -> str:
   """A parsed value as gin writes it."""
-  if isinstance(value, Macro):
-    return '%' + value
-  if isinstance(value, Reference):
-    return str(value)
-  return UNSET if value is UNSET else repr(value)
+  return UNSET if value is UNSET else gin_values.text(value)
 
 
 def check(saved_text: str, current_text: str, saved_path: str) -> None:

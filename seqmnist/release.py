@@ -48,7 +48,7 @@ def _check_finished(run: rundir_lib.RunDir) -> None:
                     'results.json or operative_config.gin); rerun its '
                     'command to finish it first')
   steps = bindings.get('Trainer.steps')
-  if results.get('global_step', -1) < (steps or 0):
+  if not run.is_finished(steps):
     raise UserError(f'--model_dir={run.path} stopped at step '
                     f'{results.get("global_step")} of {steps}; finish it first')
 

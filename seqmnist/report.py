@@ -81,7 +81,7 @@ def read_run(run: str) -> dict:
   step = (results or {}).get('global_step')
   if step is None and present:
     step = rundir.checkpoint_step(present[0])
-  if results and isinstance(steps, int) and step >= steps:
+  if run_dir.is_finished(steps):
     status = 'finished'
   else:
     why = _failure(run)

@@ -194,6 +194,13 @@ class RunDir:
   def write_results(self, results: dict) -> None:
     write_json(self.results, results)
 
+  def is_finished(self, steps) -> bool:
+    """results.json is written and its global_step reached `steps` (the
+    run's Trainer.steps): what sweeps, the report and release call finished."""
+    results = self.read_results()
+    return (bool(results) and isinstance(steps, int) and
+            results.get('global_step', -1) >= steps)
+
 
 def _read_text(path: str) -> str:
   with open(path, encoding='utf-8', errors='replace') as f:

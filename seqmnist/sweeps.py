@@ -32,34 +32,12 @@ import time
 import tokenize
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from gin import config_parser
-
+from seqmnist import gin_values
 from seqmnist import rundir
 from seqmnist.errors import UserError, first_line
 
 SWEEP_FILE = 'sweep.json'
 LOGS = 'logs'
-
-
-class _Values(config_parser.ParserDelegate):
-  """Keeps references and macros as their gin text."""
-
-  def configurable_reference(self, scoped_configurable_name, evaluate):
-    return GinText('@' + scoped_configurable_name + ('()' if evaluate else ''))
-
-  def macro(self, macro_name):
-    return GinText('%' + macro_name)
-
-
-class GinText(str):
-  """A value kept as gin source (a reference or a macro)."""
-
-
-def gin_text(value) -> str:
-  """A parsed value back as gin source."""
-  if isinstance(value, GinText):
-    return str(value)
-  return repr(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,8 +62,7 @@ def parse_axis(text: str) -> Axis:
     raise UserError(f'--sweep={text!r} must be NAME=VALUE[,VALUE...], e.g. '
                     '--sweep="Trainer.seed=0,1,2"')
   try:
-    statements = list(config_parser.ConfigParser(
-        f'_axis = [{values}]', _Values()))
+    statements = list(gin_values.statements(f'_axis = [{values}]'))
   except (SyntaxError, tokenize.TokenError) as e:
     why = e.args[0] if isinstance(e, tokenize.TokenError) else first_line(e)
     raise UserError(f'--sweep={text!r}: the values do not parse as gin '
@@ -93,7 +70,7 @@ def parse_axis(text: str) -> Axis:
   parsed = tuple(statements[0].value)
   if not parsed:
     raise UserError(f'--sweep={text!r} has no values')
-  if len({gin_text(v) for v in parsed}) != len(parsed):
+  if len({gin_values.text(v) for v in parsed}) != len(parsed):
     raise UserError(f'--sweep={text!r} repeats a value')
   return Axis(name, parsed)
 
@@ -121,9 +98,10 @@ def grid(axes: Sequence[Axis]) -> List[Point]:
     raise UserError('give at least one --sweep="NAME=VALUE,..." axis')
   points = []
   for i, values in enumerate(itertools.product(*(a.values for a in axes))):
-    bindings = tuple(f'{a.name}={gin_text(v)}' for a, v in zip(axes, values))
+    bindings = tuple(f'{a.name}={gin_values.text(v)}'
+                     for a, v in zip(axes, values))
     readable = ','.join(
-        f'{a.name}={gin_text(v).strip(chr(39) + chr(34))}'
+        f'{a.name}={gin_values.text(v).strip(chr(39) + chr(34))}'
         for a, v in zip(axes, values))
     points.append(Point(i, _safe(readable)[:200], bindings))
   counts = {}
@@ -145,7 +123,7 @@ class Sweep:
   def to_json(self) -> dict:
     return {'gin_files': list(self.gin_files),
             'gin_params': list(self.gin_params),
-            'axes': [[a.name, [gin_text(v) for v in a.values]]
+            'axes': [[a.name, [gin_values.text(v) for v in a.values]]
                      for a in self.axes]}
 
   def points(self) -> List[Point]:
@@ -203,8 +181,7 @@ def prepare_runs_dir(runs_dir: str, sweep: Sweep) -> None:
 
 
 def is_finished(runs_dir: str, point: Point, steps: int) -> bool:
-  results = rundir.RunDir(os.path.join(runs_dir, point.name)).read_results()
-  return bool(results) and results.get('global_step', -1) >= steps
+  return rundir.RunDir(os.path.join(runs_dir, point.name)).is_finished(steps)
 
 
 def main_arguments(sweep: Sweep, point: Point, runs_dir: str,

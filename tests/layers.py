@@ -7,8 +7,9 @@ LAYERS = (
     ('errors', 'validators'),
     # 1 formats and places: IDX files, the run directory, cluster discovery,
     #   the command line's shared parts,
-    #   gate biases, gradient clipping, TFDS's download cache
-    ('idx', 'rundir', 'cluster', 'gates', 'clipping', 'cli', 'tfds_cache'),
+    #   gate biases, gradient clipping, TFDS's download cache, gin text
+    ('idx', 'rundir', 'cluster', 'gates', 'clipping', 'cli', 'tfds_cache',
+     'gin_values'),
     # 2 the experiment's parts: data, model, optimizer, strategy, step
     #   functions, event writers, config drift
     ('data', 'models', 'optimizers', 'distribute', 'steps', 'summaries',

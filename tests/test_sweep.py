@@ -15,6 +15,7 @@ import time
 import pytest
 
 from conftest import REPO
+from seqmnist import gin_values
 from seqmnist import sweeps as sweep
 
 BASE = ('--gin_file=row.gin', '--gin_param=STEPS=30',
@@ -177,7 +178,7 @@ def test_axis_values_are_gin_values():
   axis = sweep.parse_axis('Trainer.clip_exclude=["a/", "b,c"],[]')
   assert axis.values == (['a/', 'b,c'], [])
   axis = sweep.parse_axis('Trainer.learning_rate=1e-3,@schedules.CosineDecay()')
-  assert [sweep.gin_text(v) for v in axis.values] == [
+  assert [gin_values.text(v) for v in axis.values] == [
       '0.001', '@schedules.CosineDecay()']
 
 
