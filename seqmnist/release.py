@@ -36,7 +36,6 @@ _OUT = flags.DEFINE_string('out', None, 'The release folder to create.')
 
 # TensorBoard plugins whose records are dropped: the bulk of a run's events.
 DROPPED_PLUGINS = frozenset({'histograms', 'images'})
-EVENT_SPLITS = ('', rundir_lib.TRAIN, rundir_lib.VALIDATION, rundir_lib.TEST)
 
 
 def _check_finished(run: rundir_lib.RunDir) -> None:
@@ -113,7 +112,7 @@ def release(model_dir: str, out: str) -> str:
     shutil.copy2(run.results, target.results)
     _copy_checkpoint(run.checkpoints, target.checkpoints, latest)
     _copy_checkpoint(run.best, target.best, best)
-    for split in EVENT_SPLITS:
+    for split in rundir_lib.EVENT_SPLITS:
       source, dest = run.events(split), target.events(split)
       if not os.path.isdir(source):
         continue

@@ -4,7 +4,9 @@ r"""Tables (and a plot) of finished runs, with seed statistics.
 
 DIR is a run directory or a folder of them (a sweep's runs dir, say). Prints
 two Markdown tables: every run (status, test accuracy, best validation
-accuracy, steps, examples/s, wall time), and every group of runs that differ
+accuracy, steps, examples/s, wall time; for a run stopped and resumed, the
+wall time adds up every process that trained it, from its event files, and
+says how many), and every group of runs that differ
 only in `Trainer.seed`: n, mean +- std (sample std, n - 1), min and max of
 test accuracy, mean best validation accuracy, steps, examples/s, wall time.
 Unfinished and failed runs are listed as such and never averaged in.
@@ -13,10 +15,12 @@ step per group (the mean, and the min-max band over seeds) from the runs'
 event files (needs matplotlib: pip install -e ".[plot]").
 """
 
+import collections
 import json
 import os
+import re
 import statistics
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from absl import flags
 from absl import logging
@@ -87,8 +91,48 @@ def read_run(run: str) -> dict:
     why = _failure(run)
     status = (f'failed: {why}' if why else
               f'unfinished (step {step or 0} of {steps})')
+  wall, processes = training_time(run, results)
   return {'run': run, 'status': status, 'bindings': bindings,
-          'steps': steps, 'step': step, 'results': results}
+          'steps': steps, 'step': step, 'results': results,
+          'wall_seconds': wall, 'processes': processes}
+
+
+# events.out.tfevents.<creation time>.<host>.<pid>.<counter>.v2
+_EVENT_FILE = re.compile(r'events\.out\.tfevents\.(\d+)\.(.+)\.(\d+)\.\d+\.v2$')
+
+
+def training_time(run: str, results: Optional[dict]
+                  ) -> Tuple[Optional[float], int]:
+  """(wall seconds over every process that trained the run, processes).
+
+  results.json times only the process that finished the run. A run that was
+  stopped and resumed also ran in earlier processes; each wrote its own event
+  files (named with its start time, host and pid), so for such a run this
+  adds up, per process, from its first file's creation to its last event.
+  The gaps between processes (the run stopped) are not counted.
+  """
+  results = results or {}
+  if results and results.get('steps_this_run') == results.get('global_step'):
+    return results.get('wall_seconds'), 1  # one process did all of it
+  # pylint: disable=g-import-not-at-top
+  from tensorboard.backend.event_processing import event_file_loader
+  spans = collections.defaultdict(lambda: [float('inf'), 0.0])
+  run_dir = rundir.RunDir(run)
+  for split in rundir.EVENT_SPLITS:
+    folder = run_dir.events(split)
+    for name in os.listdir(folder) if os.path.isdir(folder) else ():
+      match = _EVENT_FILE.match(name)
+      if not match:
+        continue
+      span = spans[match.group(2, 3)]
+      span[0] = min(span[0], float(match.group(1)))
+      for event in event_file_loader.EventFileLoader(
+          os.path.join(folder, name)).Load():
+        span[1] = max(span[1], event.wall_time)
+  if not spans:
+    return results.get('wall_seconds'), 1
+  return sum(max(0.0, end - start) for start, end in spans.values()), len(
+      spans)
 
 
 def _key(value) -> str:
@@ -135,13 +179,22 @@ def _statistics(g: dict) -> dict:
       'steps': sorted({r['results']['global_step'] for r in done}),
       'examples_per_second_mean': _mean_std(
           figure('train_examples_per_second'))[0],
-      'wall_seconds_mean': _mean_std(figure('wall_seconds'))[0],
+      'wall_seconds_mean': _mean_std(
+          [r['wall_seconds'] for r in done if r['wall_seconds']])[0],
       'members': [r['run'] for r in g['runs']],
   }
 
 
 def _pct(value, digits=2):
   return '—' if value is None else f'{100 * value:.{digits}f}%'
+
+
+def _wall(run: dict) -> str:
+  if run['status'] != 'finished' or not run['wall_seconds']:
+    return '—'
+  text = f'{run["wall_seconds"]:,.0f} s'
+  return (text if run['processes'] == 1 else
+          f'{text} ({run["processes"]} processes)')
 
 
 def markdown(runs: List[dict], groups: List[dict]) -> str:
@@ -154,8 +207,7 @@ def markdown(runs: List[dict], groups: List[dict]) -> str:
         f'{_pct(res.get("best_val_accuracy"))} | {r["step"] or 0} | '
         + (f'{res["train_examples_per_second"]:,.0f}'
            if res.get('train_examples_per_second') else '—') + ' | '
-        + (f'{res["wall_seconds"]:,.0f} s' if res.get('wall_seconds') else
-           '—') + ' |')
+        + _wall(r) + ' |')
   lines += ['', '| group (runs differing only in Trainer.seed) | n | test '
             'accuracy mean ± std | min | max | best validation (mean) | '
             'steps | examples/s | wall time |',

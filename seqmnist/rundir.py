@@ -27,6 +27,8 @@ from seqmnist.errors import UserError
 CHECKPOINTS = 'checkpoints'
 BEST = 'best'
 TRAIN, VALIDATION, TEST = 'train', 'validation', 'test'
+# Where a run's event files are: the run dir itself ('') and one folder per split.
+EVENT_SPLITS = ('', TRAIN, VALIDATION, TEST)
 OPERATIVE_CONFIG = 'operative_config.gin'
 RESULTS = 'results.json'
 LOCK = '.lock'
@@ -73,7 +75,7 @@ class RunDir:
   def events(self, split: str = '') -> str:
     """The TensorBoard folder of 'train', 'validation', 'test', or '' (the
     run folder itself, where the HParams summary goes)."""
-    if split not in (TRAIN, VALIDATION, TEST, ''):
+    if split not in EVENT_SPLITS:
       raise ValueError(f'no event folder for {split!r}')
     return self.join(split) if split else self.path
 

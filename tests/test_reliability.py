@@ -17,6 +17,8 @@ from conftest import (FAST, gin_params, run_cli, start_cli, start_workers,
                       wait_for_line)
 from test_main import _results, _weights
 
+from seqmnist import report
+
 STEPS = 100
 # One step per tf.function call, so that a signal can land at any step.
 RUN = (*FAST, 'Trainer.steps_per_loop=1', f'Trainer.steps={STEPS}',
@@ -80,11 +82,13 @@ def reference(tmp_path_factory, mnist_dir):
 def test_sigterm_saves_exits_143_and_resume_is_exact(seed, tmp_path,
                                                      mnist_dir, reference):
   model_dir, log = tmp_path / 'run', tmp_path / 'stderr.log'
+  started = time.time()
   proc = start_cli(*_args(model_dir, mnist_dir), log=log)
   wait_for_line(log, 'Saved checkpoint', [proc])  # step 20: training runs
   time.sleep(random.Random(seed).uniform(0.0, 0.5))  # ~10 ms a step
   proc.send_signal(signal.SIGTERM)
   assert proc.wait(timeout=120) == PREEMPTED, log.read_text()[-3000:]
+  first_process = time.time() - started
 
   line = _one_line(log.read_text(), 'preempted')
   step = int(re.search(r'checkpoint saved at step (\d+) of', line).group(1))
@@ -92,11 +96,18 @@ def test_sigterm_saves_exits_143_and_resume_is_exact(seed, tmp_path,
   assert _latest(model_dir).endswith(f'ckpt-{step}')
   assert not (model_dir / 'results.json').exists()
 
+  started = time.time()
   resumed = run_cli(*_args(model_dir, mnist_dir))
+  second_process = time.time() - started
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f'Resumed from {model_dir}/checkpoints/ckpt-{step}' in resumed.stderr
-  assert _results(model_dir)['steps_this_run'] == STEPS - step
+  results = _results(model_dir)
+  assert results['steps_this_run'] == STEPS - step
   _assert_same_run(model_dir, reference)
+  # The report times both processes (results.json times only the second).
+  wall, processes = report.training_time(str(model_dir), results)
+  assert processes == 2
+  assert results['wall_seconds'] < wall < first_process + second_process
 
 
 def test_sigkill_during_a_save_keeps_the_previous_checkpoint(
