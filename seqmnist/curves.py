@@ -1,10 +1,12 @@
 r"""Draws a run's learning curves to a PNG, with published anchor lines.
 
   python -m seqmnist.curves --model_dir=RUN [--model_dir=RUN2] --out=FILE.png \
-      [--anchor="tuned LSTM=98.9" ...] [--title=TEXT]
+      [--anchor="tuned LSTM=98.9" ...] [--accuracy_from=95] [--title=TEXT]
 
 Left: validation accuracy (%) against epoch, with a dashed line per anchor
-(a published test accuracy, for scale); right: the training loss (the
+(a published test accuracy, for scale; named in the legend), from
+--accuracy_from up (default: the lowest value drawn) so that anchors a few
+tenths apart can be told apart; right: the training loss (the
 window means the run logged) against epoch, log scale. Epochs come from each
 run's operative config (Data.batch_size, and the training split: 60,000
 minus Data.validation_size). Reads the run's event files only, so it works
@@ -31,6 +33,9 @@ _ANCHOR = flags.DEFINE_multi_string(
     'anchor', [], 'LABEL=PERCENT: a published accuracy drawn as a dashed '
     'line, e.g. "tuned LSTM=98.9". Repeatable.')
 _TITLE = flags.DEFINE_string('title', None, 'The figure title.')
+_ACCURACY_FROM = flags.DEFINE_float(
+    'accuracy_from', None, 'The lower edge of the accuracy axis, in percent '
+    '(default: the lowest accuracy or anchor drawn, less 1).')
 
 MNIST_TRAIN_IMAGES = 60_000
 
@@ -75,7 +80,8 @@ def curves(runs: Sequence[str]) -> List[dict]:
   return out
 
 
-def draw(runs: Sequence[str], path: str, anchors=(), title=None) -> None:
+def draw(runs: Sequence[str], path: str, anchors=(), title=None,
+         accuracy_from=None) -> None:
   try:
     import matplotlib
   except ImportError as e:
@@ -90,14 +96,13 @@ def draw(runs: Sequence[str], path: str, anchors=(), title=None) -> None:
       left.plot(*zip(*run['validation']), marker='.', label=run['label'])
     if run['loss']:
       right.plot(*zip(*run['loss']), linewidth=0.8, label=run['label'])
-  low = min([v for r in data for _, v in r['validation']] +
-            [p for _, p in anchors] or [90.0])
+  if accuracy_from is None:
+    accuracy_from = max(min([v for r in data for _, v in r['validation']] +
+                            [p for _, p in anchors] or [90.0]) - 1, 0)
   for (label, percent), style in zip(anchors, ['--', ':', '-.'] * 10):
-    left.axhline(percent, color='gray', linestyle=style, linewidth=1)
-    left.text(0.01, percent, f'{label} {percent:g}%', fontsize=8,
-              color='dimgray', va='bottom',
-              transform=left.get_yaxis_transform())
-  left.set_ylim(max(low - 1, 0), 100)
+    left.axhline(percent, color='gray', linestyle=style, linewidth=1,
+                 label=f'{label} {percent:g}%')
+  left.set_ylim(accuracy_from, 100)
   left.set_xlabel('epoch')
   left.set_ylabel('validation accuracy (%)')
   right.set_xlabel('epoch')
@@ -122,7 +127,10 @@ def _draw():
   if not _OUT.value.endswith('.png'):
     raise UserError(f'--out={_OUT.value} must end in .png')
   anchors = [parse_anchor(a) for a in _ANCHOR.value]
-  draw(_MODEL_DIR.value, _OUT.value, anchors, _TITLE.value)
+  low = _ACCURACY_FROM.value
+  if low is not None and not 0 <= low < 100:
+    raise UserError(f'--accuracy_from={low:g} must be a percent in [0, 100)')
+  draw(_MODEL_DIR.value, _OUT.value, anchors, _TITLE.value, low)
 
 
 def main(argv):

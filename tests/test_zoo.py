@@ -152,7 +152,7 @@ def test_curves_draw_a_png_from_a_zoo_entry(tmp_path):
   out = tmp_path / 'row.png'
   result = _python('seqmnist.curves', f'--model_dir={ZOO}/row_gru',
                    f'--out={out}', '--anchor=LSTM (Day25)=98.39',
-                   '--title=row')
+                   '--accuracy_from=95', '--title=row')
   assert result.returncode == 0, result.stderr[-3000:]
   data = out.read_bytes()
   assert data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) > 10_000
@@ -167,4 +167,14 @@ def test_curves_bad_anchor_is_one_line(anchor, tmp_path):
   assert result.stderr.strip().splitlines()[-1] == (
       f'seqmnist.curves: error: --anchor={anchor!r} must be LABEL=PERCENT '
       'with a percent in (0, 100], e.g. --anchor="tuned LSTM=98.9"')
+  assert not (tmp_path / 'x.png').exists()
+
+
+def test_curves_accuracy_axis_out_of_range_is_one_line(tmp_path):
+  result = _python('seqmnist.curves', f'--model_dir={ZOO}/row_gru',
+                   f'--out={tmp_path / "x.png"}', '--accuracy_from=100')
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1] == (
+      'seqmnist.curves: error: --accuracy_from=100 must be a percent in '
+      '[0, 100)')
   assert not (tmp_path / 'x.png').exists()
