@@ -57,7 +57,15 @@ def test_every_zoo_entry_is_a_small_run_dir_documented_in_the_readme():
     assert f'zoo/{entry}' in readme, entry
 
 
-@pytest.mark.parametrize('entry, gin_file', [('row_gru', 'gin/row.gin')])
+# Each entry and the shipped gin file that made it.
+SHIPPED = {'row_gru': 'gin/row.gin', 'pixel_gru': 'gin/pixel.gin'}
+
+
+def test_every_zoo_entry_is_checked_below():
+  assert sorted(SHIPPED) == _entries()
+
+
+@pytest.mark.parametrize('entry, gin_file', sorted(SHIPPED.items()))
 def test_a_zoo_entry_reports_as_finished_and_its_export_reproduces_it(
     entry, gin_file, tmp_path, mnist_dir):
   copy = tmp_path / entry
