@@ -63,12 +63,17 @@ class WriteGradientHistograms(Action):
 
 
 class Validate(Action):
-  """A validation pass: scalars, the dashboard, and the best checkpoint."""
+  """A validation pass: scalars, the dashboard, and the best checkpoint.
+
+  With a weight average (averaging.py), all three see the averaged weights,
+  so the best checkpoint holds them; the live weights are back afterwards.
+  """
   training_time = False
 
   def __init__(self, every: int, *, evaluator, split, summaries, checkpoints,
-               dashboard=None):
+               dashboard=None, average=None):
     self.every = every
+    self._average = average
     self._evaluator = evaluator
     self._split = split
     self._summaries = summaries
@@ -77,6 +82,13 @@ class Validate(Action):
     self.last: Optional[dict] = None
 
   def __call__(self, step, final):
+    if self._average is None:
+      self._validate(step)
+    else:
+      with self._average.swapped_in():
+        self._validate(step)
+
+  def _validate(self, step):
     val = self._evaluator.evaluate(self._split)
     self._summaries.scalars(self._summaries.validation,
                             {k: val[k] for k in ('loss', 'accuracy')}, step)

@@ -111,16 +111,21 @@ class RunCheckpoints:
   """
 
   def __init__(self, run_dir: rundir_lib.RunDir, *, model, optimizer,
-               keep: int, write_dir: Optional[rundir_lib.RunDir] = None):
+               keep: int, write_dir: Optional[rundir_lib.RunDir] = None,
+               average=None):
     self.best_val_accuracy = tf.Variable(-1.0, dtype=tf.float64,
                                          trainable=False,
                                          name='best_val_accuracy')
     self.best_step = tf.Variable(-1, dtype=tf.int64, trainable=False,
                                  name='best_step')
     self._model = model
+    # The weight average, only when there is one: checkpoints of runs
+    # without it keep their layout.
+    extra = {'average': average.trackable()} if average is not None else {}
     self._checkpoint = tf.train.Checkpoint(
         model=model, optimizer=optimizer,
-        best_val_accuracy=self.best_val_accuracy, best_step=self.best_step)
+        best_val_accuracy=self.best_val_accuracy, best_step=self.best_step,
+        **extra)
     self._read = run_dir
     write = write_dir or run_dir
     if write_dir is None:  # the chief, holding the run dir's lock

@@ -21,6 +21,7 @@ from typing import Mapping, Optional, Sequence
 
 import gin
 from gin import config_parser
+import keras
 import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
@@ -184,26 +185,20 @@ class Dashboard:
     self._model = model
     self._predict = tf.function(lambda x: tf.argmax(
         model(x, training=False), axis=-1, output_type=tf.int32))
-    # Each recurrent layer again, returning its whole sequence of states;
-    # its weights are copied from the model's layer before each probe.
+    # Each recurrent layer again, returning its whole sequence of states,
+    # fed what the layer itself is fed in the model (a dilated layer's
+    # interleaved subsequences included); its weights are copied from the
+    # model's layer before each probe.
     self._layers = models.recurrent_layers(model)
     self._clones = []
-    shape = self._sequences.shape
     for layer in self._layers:
       clone = type(layer).from_config(dict(
           layer.get_config(), return_sequences=True,
           name=f'{layer.name}_probe'))
-      clone.build((None, shape[1], shape[2]))
-      shape = (None, shape[1], layer.units)
       self._clones.append(clone)
-    self._probe = tf.function(self._run_clones)
-
-  def _run_clones(self, x):
-    states = []
-    for clone in self._clones:
-      x = clone(x)
-      states.append(x)
-    return states
+    self._probe = tf.function(keras.Model(
+        model.inputs, [clone(layer.input) for layer, clone
+                       in zip(self._layers, self._clones)]))
 
   def start(self, step: int, operative_config: str, values: Mapping) -> None:
     with self._summaries.train.as_default(step=step):

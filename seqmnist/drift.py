@@ -33,7 +33,14 @@ RESUMABLE_PREFIXES = ('Distribute.', 'Dashboard.')
 # config without them ran with. Where that differs from today's default
 # (Data.split_scheme), resuming a run binds its own value unless the user's
 # config sets one (`earlier_defaults`), so the run continues as it started.
-ADDED_LATER = {'Model.gate_init': 'default', 'Data.split_scheme': 'file'}
+ADDED_LATER = {
+    'Model.gate_init': 'default', 'Data.split_scheme': 'file',
+    'Model.input_dropout': 0.0, 'Model.output_dropout': 0.0,
+    'Model.readout': 'last', 'Model.dilations': (),
+    'Trainer.weight_decay': 0.0,
+    'Trainer.weight_decay_exclude': (r'(^|/)bias$', r'(^|/)batch_norm/'),
+    'Trainer.label_smoothing': 0.0, 'Trainer.ema_decay': 0.0,
+}
 UNSET = '<unset>'
 
 

@@ -11,10 +11,13 @@ an optimizer or a step.
 """
 
 import dataclasses
+import re
+from typing import Optional
 
 import keras
 import tensorflow as tf
 
+from seqmnist import averaging
 from seqmnist import dashboard
 from seqmnist import data
 from seqmnist import distribute
@@ -94,6 +97,7 @@ class Experiment:
   model: keras.Model
   optimizer: keras.optimizers.Optimizer
   step_options: steps_lib.StepOptions
+  average: Optional[averaging.WeightAverage] = None
 
 
 def seed_everything(configs: Configs) -> None:
@@ -115,14 +119,29 @@ def build(configs: Configs, strategy: tf.distribute.Strategy,
           splits: data.Splits) -> Experiment:
   """Seeds, then builds the model and optimizer under the strategy."""
   seed_everything(configs)
+  trainer_config = configs.trainer
   with strategy.scope():
     model = build_model(configs)
-    optimizer = optimizers.build(configs.trainer.optimizer,
-                                 configs.trainer.learning_rate,
-                                 loss_scale=configs.loss_scale)
+    optimizer = optimizers.build(
+        trainer_config.optimizer, trainer_config.learning_rate,
+        loss_scale=configs.loss_scale,
+        weight_decay=trainer_config.weight_decay,
+        decay_exempt=matching(model.trainable_variables,
+                              trainer_config.weight_decay_exclude))
     optimizer.build(model.trainable_variables)
+    average = None
+    if trainer_config.ema_decay:
+      average = averaging.WeightAverage(model.trainable_variables,
+                                        trainer_config.ema_decay)
   return Experiment(
       configs=configs, strategy=strategy, splits=splits, model=model,
       optimizer=optimizer,
-      step_options=configs.trainer.step_options(configs.data.batch_size,
-                                                configs.loss_scale))
+      step_options=trainer_config.step_options(configs.data.batch_size,
+                                               configs.loss_scale),
+      average=average)
+
+
+def matching(variables, patterns):
+  """The variables whose path matches one of the regexes."""
+  return [v for v in variables
+          if any(re.search(p, v.path) for p in patterns)]

@@ -13,10 +13,12 @@ so the kernel itself has not been run by our tests.
 """
 
 import dataclasses
+from typing import Tuple
 
 import gin
 import keras
 
+from seqmnist import dropout as dropout_lib
 from seqmnist import gates
 from seqmnist import validators
 from seqmnist.errors import ConfigError
@@ -29,6 +31,11 @@ PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16')
 # kernel of 1 GiB (LSTM, float32) per layer.
 MAX_UNITS = 8192
 MAX_LAYERS = 64
+
+# What the head reads of the last recurrent layer: its last state (the
+# classic protocol of these tasks), the mean over time, or both.
+READOUTS = ('last', 'mean', 'last_mean')
+MAX_DILATION = 1024
 
 CELLS = {
     'gru': keras.layers.GRU,
@@ -59,6 +66,22 @@ class ModelConfig:
       'mixed_float16' (float16 compute, float32 weights, dynamic loss
       scaling: for GPUs with tensor cores). The head always computes in
       float32.
+    input_dropout: dropout rate on the input sequence (every step's features
+      independently), a layer before the first recurrent one; 0 = off.
+    output_dropout: dropout rate on what the head reads (after BatchNorm);
+      0 = off. Both are separate layers, not Keras' `dropout=` argument of
+      the recurrent layer (one mask per sequence, reused at every step, and
+      not cuDNN's), and their masks are a function of (Trainer.seed, global
+      step, example's row in the global batch): see dropout.py.
+    readout: what the head reads of the last recurrent layer: 'last' (its
+      final state, the classic protocol of these tasks), 'mean' (the mean of
+      its states over time) or 'last_mean' (both, concatenated). Results of
+      anything but 'last' are not the classic protocol.
+    dilations: () for plain stacked layers, or one dilation per layer
+      (len == layers), e.g. (1, 2, 4, 8): layer i is a standard GRU/LSTM run
+      over the sequence split into dilations[i] interleaved subsequences, so
+      its state at step t follows from its state at t - dilations[i] (Chang
+      et al. 2017, Dilated RNN); every layer stays cuDNN-eligible.
   """
   cell: str = 'gru'
   units: int = 128
@@ -67,6 +90,10 @@ class ModelConfig:
   head_initializer: str = 'orthogonal'
   gate_init: str = 'default'
   precision: str = 'float32'
+  input_dropout: float = 0.0
+  output_dropout: float = 0.0
+  readout: str = 'last'
+  dilations: Tuple[int, ...] = ()
 
   def __post_init__(self):
     validators.check_choice('Model.precision', self.precision, PRECISIONS)
@@ -80,6 +107,22 @@ class ModelConfig:
       raise ConfigError(f'Model.gate_init={self.gate_init!r} needs gates; '
                         "Model.cell='simple' has none (use 'default')")
     validators.check_bool('Model.batch_norm', self.batch_norm)
+    for name in ('input_dropout', 'output_dropout'):
+      validators.check_number(f'Model.{name}', getattr(self, name), minimum=0,
+                              maximum=0.95, why='0 turns it off')
+    validators.check_choice('Model.readout', self.readout, READOUTS)
+    if (isinstance(self.dilations, (str, bytes)) or
+        not isinstance(self.dilations, (tuple, list))):
+      raise ConfigError(f'Model.dilations={self.dilations!r} must be a list '
+                        'of one dilation per layer, such as (1, 2, 4), or ()')
+    for d in self.dilations:
+      validators.check_int(f'Model.dilations={tuple(self.dilations)!r}: each',
+                           d, minimum=1, maximum=MAX_DILATION)
+    if self.dilations and len(self.dilations) != self.layers:
+      raise ConfigError(
+          f'Model.dilations={tuple(self.dilations)!r} has '
+          f'{len(self.dilations)} entries but Model.layers={self.layers}; '
+          'give one dilation per layer')
     try:
       keras.initializers.get(self.head_initializer)
     except (ValueError, TypeError) as e:
@@ -109,12 +152,35 @@ def build(config: ModelConfig, sequence_shape, num_classes: int,
   inputs = keras.Input(shape=tuple(sequence_shape), name='sequence')
   x = inputs
   policy = keras.DTypePolicy(config.precision)
-  for i in range(config.layers):
-    x = _rnn_layer(config, i, seed, sequence_length=sequence_shape[0],
-                   return_sequences=i < config.layers - 1, dtype=policy)(x)
+  if config.input_dropout:
+    x = dropout_lib.StatelessDropout(config.input_dropout, salt=1,
+                                     name='input_dropout', dtype=policy)(x)
+  dilations = tuple(config.dilations) or (1,) * config.layers
+  for i, dilation in enumerate(dilations):
+    last = i == config.layers - 1
+    layer = _rnn_layer(config, i, seed, sequence_length=sequence_shape[0],
+                       return_sequences=not last or config.readout != 'last'
+                       or dilation > 1, dtype=policy)
+    if dilation > 1:
+      x = Dilate(dilation, name=f'dilate_{i}')(x)
+      x = Undilate(dilation, sequence_shape[0], name=f'undilate_{i}')(
+          layer(x))
+      if last and config.readout == 'last':
+        x = LastStep(name='last_step')(x)
+    else:
+      x = layer(x)
+  if config.readout == 'mean':
+    x = keras.layers.GlobalAveragePooling1D(name='readout_mean')(x)
+  elif config.readout == 'last_mean':
+    x = keras.layers.Concatenate(name='readout_last_mean')([
+        LastStep(name='last_step')(x),
+        keras.layers.GlobalAveragePooling1D(name='readout_mean')(x)])
   if config.batch_norm:
     x = keras.layers.BatchNormalization(synchronized=True, name='batch_norm',
                                         dtype=policy)(x)
+  if config.output_dropout:
+    x = dropout_lib.StatelessDropout(config.output_dropout, salt=2,
+                                     name='output_dropout', dtype=policy)(x)
   head_init = keras.initializers.get(
       {'class_name': config.head_initializer,
        'config': {'seed': seed + 10_000}})
@@ -214,3 +280,71 @@ class SplitGateGRU(keras.layers.GRU):
   def __init__(self, *args, **kwargs):
     super().__init__(*args, **kwargs)
     self.cell = SplitGateGRUCell.from_config(self.cell.get_config())
+
+
+@keras.saving.register_keras_serializable(package='seqmnist')
+class Dilate(keras.layers.Layer):
+  """[batch, T, F] -> [dilation * batch, ceil(T / dilation), F]: the
+  sequence split into `dilation` interleaved subsequences (steps t with the
+  same t mod dilation, counted from the end), each run as its own sequence.
+  The front is zero-padded to a multiple of the dilation, so the last step
+  of the sequence is the last step of one subsequence."""
+
+  def __init__(self, dilation: int, **kwargs):
+    super().__init__(**kwargs)
+    self.dilation = dilation
+
+  def call(self, x):
+    d = self.dilation
+    steps = x.shape[1]
+    padded = -(-steps // d) * d
+    if padded != steps:
+      x = keras.ops.pad(x, [[0, 0], [padded - steps, 0], [0, 0]])
+    features = x.shape[2]
+    # [b, T/d, d, F] -> [d, b, T/d, F] -> [d * b, T/d, F]
+    x = keras.ops.reshape(x, (-1, padded // d, d, features))
+    x = keras.ops.transpose(x, (2, 0, 1, 3))
+    return keras.ops.reshape(x, (-1, padded // d, features))
+
+  def compute_output_shape(self, shape):
+    return (None, -(-shape[1] // self.dilation), shape[2])
+
+  def get_config(self):
+    return dict(super().get_config(), dilation=self.dilation)
+
+
+@keras.saving.register_keras_serializable(package='seqmnist')
+class Undilate(keras.layers.Layer):
+  """Dilate's inverse on a layer's output sequence: [d * b, T/d, H] ->
+  [b, T, H], the front padding dropped."""
+
+  def __init__(self, dilation: int, steps: int, **kwargs):
+    super().__init__(**kwargs)
+    self.dilation = dilation
+    self.steps = steps
+
+  def call(self, x):
+    d = self.dilation
+    sub, units = x.shape[1], x.shape[2]
+    x = keras.ops.reshape(x, (d, -1, sub, units))
+    x = keras.ops.transpose(x, (1, 2, 0, 3))
+    x = keras.ops.reshape(x, (-1, sub * d, units))
+    return x[:, sub * d - self.steps:]
+
+  def compute_output_shape(self, shape):
+    return (None, self.steps, shape[2])
+
+  def get_config(self):
+    return dict(super().get_config(), dilation=self.dilation,
+                steps=self.steps)
+
+
+@keras.saving.register_keras_serializable(package='seqmnist')
+class LastStep(keras.layers.Layer):
+  """[batch, T, H] -> [batch, H]: the last step's state."""
+
+  def call(self, x):
+    return x[:, -1]
+
+  def compute_output_shape(self, shape):
+    return (shape[0], shape[2])

@@ -11,6 +11,8 @@ per replica before their own all-reduce, which is not replica-invariant; see
 `clipping.py` and `steps.py`.
 """
 
+from typing import Sequence
+
 import gin
 import keras
 
@@ -39,19 +41,26 @@ def check(name, learning_rate) -> None:
                           why='or a schedule such as @CosineDecay()')
 
 
-def build(name: str, learning_rate,
-          loss_scale: bool = False) -> keras.optimizers.Optimizer:
-  """A fresh optimizer; call it under `strategy.scope()`.
+def build(name: str, learning_rate, loss_scale: bool = False,
+          weight_decay: float = 0.0,
+          decay_exempt: Sequence = ()) -> keras.optimizers.Optimizer:
+  """A fresh optimizer; call it under `strategy.scope()`, then build it.
 
   With `loss_scale` (float16 compute) it is wrapped in Keras'
   LossScaleOptimizer: dynamic scaling, halved and the step skipped when a
-  gradient overflows, doubled after 2000 clean steps.
+  gradient overflows, doubled after 2000 clean steps. `weight_decay` is
+  Keras' decoupled decay (each step, before the update, w -= lr * wd * w),
+  on every variable but those in `decay_exempt`; it adds no variable, so
+  checkpoints keep their layout.
   """
   check(name, learning_rate)
   if not isinstance(learning_rate,
                     keras.optimizers.schedules.LearningRateSchedule):
     learning_rate = float(learning_rate)
-  optimizer = OPTIMIZERS[name](learning_rate=learning_rate)
+  kwargs = {'weight_decay': float(weight_decay)} if weight_decay else {}
+  optimizer = OPTIMIZERS[name](learning_rate=learning_rate, **kwargs)
+  if weight_decay and decay_exempt:
+    optimizer.exclude_from_weight_decay(var_list=list(decay_exempt))
   if loss_scale:
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
   return optimizer

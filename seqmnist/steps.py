@@ -23,6 +23,7 @@ import keras
 import tensorflow as tf
 
 from seqmnist import clipping
+from seqmnist import dropout
 
 SUM = tf.distribute.ReduceOp.SUM
 MEAN = tf.distribute.ReduceOp.MEAN
@@ -56,6 +57,8 @@ class StepOptions:
       loss is scaled before the backward pass, gradients are unscaled before
       clipping, and a step whose gradients overflow is skipped by the
       optimizer (not a divergence).
+    label_smoothing: smooth the training targets by this much (0 = off).
+    seed: Trainer.seed, which with the global step keys dropout masks.
   """
   global_batch_size: int
   clip_norm: float
@@ -64,11 +67,20 @@ class StepOptions:
   max_loss: float = 0.0
   jit_compile: bool = False
   loss_scale: bool = False
+  label_smoothing: float = 0.0
+  seed: int = 0
 
 
-def _per_example_loss(labels, logits):
-  return tf.nn.sparse_softmax_cross_entropy_with_logits(
-      labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32))
+def _per_example_loss(labels, logits, label_smoothing=0.0):
+  logits = tf.cast(logits, tf.float32)
+  labels = tf.cast(labels, tf.int32)
+  if not label_smoothing:
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels,
+                                                          logits=logits)
+  classes = tf.shape(logits)[-1]
+  targets = (tf.one_hot(labels, classes) * (1.0 - label_smoothing) +
+             label_smoothing / tf.cast(classes, tf.float32))
+  return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
 
 
 def _correct(labels, logits, weights=None):
@@ -117,18 +129,21 @@ def train_means(sums, steps: int, seconds: float) -> dict:
 
 def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model,
                     optimizer: keras.optimizers.Optimizer,
-                    options: StepOptions):
+                    options: StepOptions, average=None):
   """Returns `train_loop(iterator, num_steps) -> LoopResult`.
 
   The loop stops early after a step that diverged (see LoopResult).
+  `average`, an averaging.WeightAverage, is updated after every step.
   """
   variables = model.trainable_variables
 
-  def forward_backward(sequences, labels):
+  def forward_backward(sequences, labels, first_row):
     with tf.GradientTape() as tape:
-      logits = model(sequences, training=True)
+      with dropout.masks(options.seed, optimizer.iterations, first_row,
+                         options.global_batch_size):
+        logits = model(sequences, training=True)
       loss = tf.nn.compute_average_loss(
-          _per_example_loss(labels, logits),
+          _per_example_loss(labels, logits, options.label_smoothing),
           global_batch_size=options.global_batch_size)
       scaled = optimizer.scale_loss(loss) if options.loss_scale else loss
     return loss, logits, tape.gradient(scaled, variables)
@@ -138,7 +153,10 @@ def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model,
 
   def replica_step(sequences, labels):
     ctx = tf.distribute.get_replica_context()
-    loss, logits, grads = forward_backward(sequences, labels)
+    # This replica's rows of the global batch (data._per_replica_batches).
+    first_row = (tf.cast(ctx.replica_id_in_sync_group, tf.int32) *
+                 tf.shape(labels)[0])
+    loss, logits, grads = forward_backward(sequences, labels, first_row)
     grads = ctx.all_reduce(SUM, grads)
     if options.loss_scale:
       scale = tf.cast(optimizer.dynamic_scale, tf.float32)
@@ -155,6 +173,8 @@ def make_train_loop(strategy: tf.distribute.Strategy, model: keras.Model,
       stats = {k: tf.where(finite, v, tf.zeros_like(v))
                for k, v in stats.items()}
     optimizer.apply_gradients(zip(to_apply, variables))
+    if average is not None:
+      average.update(optimizer.iterations)
     metrics = dict(stats, loss=loss, correct=_correct(labels, logits),
                    examples=tf.cast(tf.shape(labels)[0], tf.float32))
     return metrics, grads, clipped

@@ -147,7 +147,8 @@ class _Job:
     with experiment.strategy.scope():
       self.checkpoints = checkpoints_lib.RunCheckpoints(
           run_dir, model=experiment.model, optimizer=experiment.optimizer,
-          keep=self.configs.trainer.checkpoints_to_keep, write_dir=write_dir)
+          keep=self.configs.trainer.checkpoints_to_keep, write_dir=write_dir,
+          average=experiment.average)
 
   def run(self) -> dict:
     restored = self.checkpoints.restore_latest()
@@ -201,7 +202,8 @@ class _Job:
     validate = actions.Validate(
         trainer_config.eval_every, evaluator=evaluator,
         split=experiment.splits.validation, summaries=summaries,
-        checkpoints=self.checkpoints, dashboard=dashboard)
+        checkpoints=self.checkpoints, dashboard=dashboard,
+        average=experiment.average)
     save = actions.SaveCheckpoint(trainer_config.checkpoint_every,
                                   checkpoints=self.checkpoints)
     start_step, wall_start = step, time.time()

@@ -8,6 +8,7 @@ everything at the boundaries.
 """
 
 import dataclasses
+import re
 import time
 from typing import Any, Sequence
 
@@ -59,6 +60,17 @@ class TrainerConfig:
       For CPUs: on a GPU it would replace the cuDNN kernel, so leave it off
       there; not with Model.batch_norm over several replicas (its
       all-reduce cannot be compiled).
+    weight_decay: decoupled weight decay (AdamW-style, for any optimizer):
+      each step, before the update, every decayed variable w becomes
+      w - learning_rate * weight_decay * w; 0 = off.
+    weight_decay_exclude: regexes of variable paths never decayed; by
+      default biases and BatchNorm's scale and offset.
+    label_smoothing: the training loss's targets are (1 - s) on the label
+      and s / classes everywhere (s included on the label); validation and
+      test losses stay plain cross-entropy; 0 = off.
+    ema_decay: an exponential moving average of the weights with this decay
+      (e.g. 0.999), used for validation, the best checkpoint, the test pass
+      and export (averaging.py); 0 = off.
   """
   steps: int = 1000
   steps_per_loop: int = 100
@@ -75,6 +87,10 @@ class TrainerConfig:
   checkpoints_to_keep: int = 3
   deterministic: bool = True
   jit_compile: bool = False
+  weight_decay: float = 0.0
+  weight_decay_exclude: Sequence[str] = (r'(^|/)bias$', r'(^|/)batch_norm/')
+  label_smoothing: float = 0.0
+  ema_decay: float = 0.0
 
   def __post_init__(self):
     for name in ('steps', 'steps_per_loop', 'eval_every', 'checkpoint_every',
@@ -90,11 +106,14 @@ class TrainerConfig:
                             why='0 turns clipping off')
     validators.check_number('Trainer.max_loss', self.max_loss, minimum=0,
                             why='0 = no bound')
-    if isinstance(self.clip_exclude, str) or not all(
-        isinstance(p, str) for p in self.clip_exclude):
-      raise ConfigError(
-          f'Trainer.clip_exclude={self.clip_exclude!r} must be a list of '
-          "regexes such as ['head/']")
+    for name in ('clip_exclude', 'weight_decay_exclude'):
+      _check_regexes(f'Trainer.{name}', getattr(self, name))
+    validators.check_number('Trainer.weight_decay', self.weight_decay,
+                            minimum=0, maximum=10, why='0 turns it off')
+    validators.check_number('Trainer.label_smoothing', self.label_smoothing,
+                            minimum=0, maximum=0.5, why='0 turns it off')
+    validators.check_number('Trainer.ema_decay', self.ema_decay, minimum=0,
+                            maximum=0.99999, why='0 turns averaging off')
     validators.check_bool('Trainer.deterministic', self.deterministic)
     validators.check_bool('Trainer.jit_compile', self.jit_compile)
 
@@ -107,7 +126,19 @@ class TrainerConfig:
         clip_exclude=tuple(self.clip_exclude),
         histograms=self.histogram_every > 0,
         max_loss=float(self.max_loss),
-        jit_compile=self.jit_compile, loss_scale=loss_scale)
+        jit_compile=self.jit_compile, loss_scale=loss_scale,
+        label_smoothing=float(self.label_smoothing), seed=self.seed)
+
+
+def _check_regexes(name, value):
+  if isinstance(value, str) or not all(isinstance(p, str) for p in value):
+    raise ConfigError(f'{name}={value!r} must be a list of regexes such as '
+                      "['head/']")
+  for pattern in value:
+    try:
+      re.compile(pattern)
+    except re.error as e:
+      raise ConfigError(f'{name}: {pattern!r} is not a regex ({e})') from e
 
 
 class Trainer:
@@ -121,7 +152,7 @@ class Trainer:
     self._writer = train_writer
     self._loop = steps_lib.make_train_loop(
         experiment.strategy, experiment.model, experiment.optimizer,
-        experiment.step_options)
+        experiment.step_options, average=experiment.average)
     self._iterator = iter(experiment.strategy.distribute_datasets_from_function(
         lambda ctx: data.train_dataset(
             experiment.splits.train, experiment.configs.data,

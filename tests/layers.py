@@ -7,13 +7,14 @@ LAYERS = (
     ('errors', 'validators'),
     # 1 formats and places: IDX files, the run directory, cluster discovery,
     #   the command line's shared parts,
-    #   gate biases, gradient clipping, TFDS's download cache, gin text
+    #   gate biases, gradient clipping, TFDS's download cache, gin text,
+    #   stateless dropout
     ('idx', 'rundir', 'cluster', 'gates', 'clipping', 'cli', 'tfds_cache',
-     'gin_values'),
+     'gin_values', 'dropout'),
     # 2 the experiment's parts: data, model, optimizer, strategy, step
-    #   functions, event writers, config drift
+    #   functions, event writers, config drift, weight averaging
     ('data', 'models', 'optimizers', 'distribute', 'steps', 'summaries',
-     'drift'),
+     'drift', 'averaging'),
     # 3 run machinery: checkpoints, signals, progress, evaluation, the
     #   dashboard, the controller, the trainer config and inner loop
     ('checkpoints', 'preemption', 'progress', 'evaluator', 'dashboard',
