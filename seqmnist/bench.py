@@ -53,7 +53,9 @@ from seqmnist import cli
 from seqmnist.bench_variants import Spec, measure, step_matmul_gflops
 
 VARIANTS = {
-    'ours': 'our trainer (real loop: summaries, checkpoint)',
+    'ours': 'our trainer (real loop: summaries, checkpoint), '
+            "Model.implementation='auto': the fused op on a CPU",
+    'ours_keras': "ours, Model.implementation='keras' (Keras' step loop)",
     'keras_fit': 'Keras model.fit, same model/optimizer/batch, defaults',
     'keras_fit_no_xla': 'Keras model.fit, jit_compile=False',
     'torch': 'PyTorch reference, same model/update',
@@ -258,11 +260,14 @@ def markdown(report: dict) -> str:
       derived.append(f'- {task} {cell}: input pipeline overhead '
                      f'{100 * (1 - pipe / mem):.1f}% (core_pipeline vs '
                      'core_in_memory)')
-    for other, what in (('steps_per_loop_1', 'steps_per_loop many vs 1'),
+    for other, what in (('ours_keras', "ours (auto) vs Model.implementation="
+                         "'keras'"),
+                        ('steps_per_loop_1', 'steps_per_loop many vs 1'),
                         ('jit', 'XLA on vs off'), ('bf16', 'bf16 vs float32')):
       if get(other) and r['examples_per_second']:
-        a, b = ((r['examples_per_second'], get(other)) if other ==
-                'steps_per_loop_1' else (get(other), r['examples_per_second']))
+        a, b = ((r['examples_per_second'], get(other)) if other in
+                ('steps_per_loop_1', 'ours_keras') else
+                (get(other), r['examples_per_second']))
         derived.append(f'- {task} {cell}: {what}: {_ratio(a, b)}')
   for roof in report.get('rooflines', []):
     derived.append(

@@ -98,8 +98,9 @@ def _measure_keras_fit(spec: Spec, jit_compile='auto') -> dict:
   import keras  # pylint: disable=g-import-not-at-top
   from seqmnist import data, experiment  # pylint: disable=g-import-not-at-top
   # No op determinism: a Keras user does not ask for it, and with it Keras
-  # turns 'auto' XLA off.
-  _parse(spec, **{'Trainer.deterministic': False})
+  # turns 'auto' XLA off. Keras' own layers, as a Keras user has them.
+  _parse(spec, **{'Trainer.deterministic': False,
+                  'Model.implementation': "'keras'"})
   configs = experiment.Configs.from_gin()
   data_config, config = configs.data, configs.trainer
   splits = data.load(data_config, spec.data_dir)
@@ -291,6 +292,8 @@ def step_matmul_gflops(cell: str, units: int, batch_size: int,
 def measure(spec: Spec) -> dict:
   if spec.variant == 'ours':
     return _measure_trainer(spec)
+  if spec.variant == 'ours_keras':
+    return _measure_trainer(spec, **{'Model.implementation': "'keras'"})
   if spec.variant == 'steps_per_loop_1':
     return _measure_trainer(dataclasses.replace(spec, steps_per_loop=1))
   if spec.variant == 'jit':

@@ -25,6 +25,7 @@ from seqmnist import models
 from seqmnist import optimizers
 from seqmnist import steps as steps_lib
 from seqmnist import trainer
+from seqmnist import validators
 from seqmnist.errors import ConfigError
 
 
@@ -41,10 +42,15 @@ class Configs:
   def from_gin(cls) -> 'Configs':
     """Builds each configurable from the parsed gin config; raises
     ConfigError naming the first bad value."""
-    return cls(data=data.DataConfig(), model=models.ModelConfig(),
-               trainer=trainer.TrainerConfig(),
-               distribute=distribute.DistributeConfig(),
-               dashboard=dashboard.DashboardConfig())
+    configs = cls(data=data.DataConfig(), model=models.ModelConfig(),
+                  trainer=trainer.TrainerConfig(),
+                  distribute=distribute.DistributeConfig(),
+                  dashboard=dashboard.DashboardConfig())
+    if configs.trainer.jit_compile and configs.model.implementation == 'fused':
+      raise ConfigError("Trainer.jit_compile=True cannot compile "
+                        "Model.implementation='fused' (a custom op XLA does "
+                        "not know); use 'auto' or 'keras'")
+    return configs
 
   def check_with(self, strategy: tf.distribute.Strategy) -> None:
     """The checks that need the replica count."""
@@ -88,6 +94,18 @@ class Configs:
                              bindings)
 
 
+# Every setting added after run dirs already existed, with the value runs
+# made before it ran with (declared beside each field: validators.
+# added_later), for drift.py.
+ADDED_LATER = {
+    **validators.earlier_values(data.DataConfig, 'Data'),
+    **validators.earlier_values(models.ModelConfig, 'Model'),
+    **validators.earlier_values(trainer.TrainerConfig, 'Trainer'),
+    **validators.earlier_values(distribute.DistributeConfig, 'Distribute'),
+    **validators.earlier_values(dashboard.DashboardConfig, 'Dashboard'),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Experiment:
   """What a run trains: built under its strategy, not yet trained."""
@@ -110,8 +128,11 @@ def seed_everything(configs: Configs) -> None:
 
 def build_model(configs: Configs) -> keras.Model:
   """The configured model, seeded by Trainer.seed (call under the strategy's
-  scope when training)."""
-  return models.build(configs.model, configs.data.sequence_shape,
+  scope when training). Under XLA (Trainer.jit_compile), Keras' layers."""
+  model_config = configs.model
+  if configs.trainer.jit_compile:
+    model_config = dataclasses.replace(model_config, implementation='keras')
+  return models.build(model_config, configs.data.sequence_shape,
                       data.NUM_CLASSES, seed=configs.trainer.seed)
 
 

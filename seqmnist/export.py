@@ -10,12 +10,15 @@ operative_config.gin, so a client sends raw images. The export is written
 under a temporary name and renamed: an export dir is complete or absent.
 """
 
+import dataclasses
 import json
 import os
 import shutil
 import tempfile
+import time
 
 from absl import flags
+from absl import logging
 
 from seqmnist import cli
 
@@ -24,6 +27,7 @@ cli.import_tensorflow_quietly()  # before the modules below import it
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf
 
+from seqmnist import averaging
 from seqmnist import checkpoints
 from seqmnist import config
 from seqmnist import data
@@ -59,6 +63,28 @@ class _Serving(tf.Module):
     return {'probabilities': tf.nn.softmax(logits)}
 
 
+# A SavedModel is written under this prefix beside --export_dir, then
+# renamed; an export killed midway leaves one behind.
+TEMP_PREFIX = '.export-'
+# Older than this, a temporary export is abandoned (an export takes seconds;
+# a running one never leaves its folder untouched this long).
+ABANDONED_SECONDS = 3600
+
+
+def _remove_abandoned_exports(parent: str) -> None:
+  """Removes the temporary folders of exports killed midway (untouched for
+  an hour: a running export's is never that old)."""
+  now = time.time()
+  for name in os.listdir(parent):
+    path = os.path.join(parent, name)
+    if (name.startswith(TEMP_PREFIX) and os.path.isdir(path) and
+        not os.path.islink(path) and
+        now - os.path.getmtime(path) > ABANDONED_SECONDS):
+      logging.warning('Removing %s, left by an export that was cut short.',
+                      path)
+      shutil.rmtree(path, ignore_errors=True)
+
+
 def export(model_dir: str, export_dir: str, weights: str = 'best') -> dict:
   """Writes the SavedModel; returns its metadata."""
   if not model_dir or not export_dir:
@@ -79,8 +105,20 @@ def export(model_dir: str, export_dir: str, weights: str = 'best') -> dict:
                     f'{os.path.basename(folder)}/ (has the run validated yet?)')
   config.parse([run_dir.operative_config], [])
   configs = experiment.Configs.from_gin()
+  # Keras' layers, not the fused op: the SavedModel serves without it (the
+  # variables are the same).
+  configs = dataclasses.replace(configs, model=dataclasses.replace(
+      configs.model, implementation='keras'))
   model = experiment.build_model(configs)
-  tf.train.Checkpoint(model=model).read(path).expect_partial()
+  average = None
+  if configs.trainer.ema_decay:  # the weights validation saw
+    average = averaging.WeightAverage(model.trainable_variables,
+                                      configs.trainer.ema_decay)
+  extra = {'average': average.trackable()} if average else {}
+  tf.train.Checkpoint(model=model, **extra).read(path).expect_partial()
+  if average:
+    for variable, value in zip(model.trainable_variables, average.averages):
+      variable.assign(value)
   serving = _Serving(model, configs.data)
   metadata = {
       'checkpoint': path, 'order': configs.data.order,
@@ -89,7 +127,8 @@ def export(model_dir: str, export_dir: str, weights: str = 'best') -> dict:
   }
   parent = os.path.dirname(os.path.abspath(export_dir))
   os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix='.export-', dir=parent)
+  _remove_abandoned_exports(parent)
+  tmp = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=parent)
   try:
     tf.saved_model.save(serving, tmp, signatures={SIGNATURE: serving.serve})
     rundir.write_json(os.path.join(tmp, METADATA), metadata)

@@ -15,10 +15,13 @@ so the kernel itself has not been run by our tests.
 import dataclasses
 from typing import Tuple
 
+from absl import logging
 import gin
 import keras
+import tensorflow as tf
 
 from seqmnist import dropout as dropout_lib
+from seqmnist import fused
 from seqmnist import gates
 from seqmnist import validators
 from seqmnist.errors import ConfigError
@@ -36,6 +39,9 @@ MAX_LAYERS = 64
 # classic protocol of these tasks), the mean over time, or both.
 READOUTS = ('last', 'mean', 'last_mean')
 MAX_DILATION = 1024
+# How a GRU/LSTM layer runs on the CPU: 'auto' (the fused oneDNN op when it
+# loaded and no GPU is visible, else Keras'), 'keras', or 'fused'.
+IMPLEMENTATIONS = ('auto', 'keras', 'fused')
 
 CELLS = {
     'gru': keras.layers.GRU,
@@ -82,18 +88,25 @@ class ModelConfig:
       over the sequence split into dilations[i] interleaved subsequences, so
       its state at step t follows from its state at t - dilations[i] (Chang
       et al. 2017, Dilated RNN); every layer stays cuDNN-eligible.
+    implementation: how GRU/LSTM layers run without a GPU: 'fused' (the
+      whole layer as one oneDNN op, fused.py), 'keras' (Keras' step loop),
+      or 'auto' (fused when it loaded and no GPU is visible; on a GPU,
+      Keras' layer, which picks cuDNN). The variables are the same either
+      way, so a run may switch on resume.
   """
   cell: str = 'gru'
   units: int = 128
   layers: int = 1
   batch_norm: bool = False
   head_initializer: str = 'orthogonal'
-  gate_init: str = 'default'
+  gate_init: str = validators.added_later('default', before='default')
   precision: str = 'float32'
-  input_dropout: float = 0.0
-  output_dropout: float = 0.0
-  readout: str = 'last'
-  dilations: Tuple[int, ...] = ()
+  input_dropout: float = validators.added_later(0.0, before=0.0)
+  output_dropout: float = validators.added_later(0.0, before=0.0)
+  readout: str = validators.added_later('last', before='last')
+  dilations: Tuple[int, ...] = validators.added_later((), before=())
+  # May change on resume (drift.RESUMABLE): the same variables either way.
+  implementation: str = validators.added_later('auto', before='keras')
 
   def __post_init__(self):
     validators.check_choice('Model.precision', self.precision, PRECISIONS)
@@ -111,6 +124,8 @@ class ModelConfig:
       validators.check_number(f'Model.{name}', getattr(self, name), minimum=0,
                               maximum=0.95, why='0 turns it off')
     validators.check_choice('Model.readout', self.readout, READOUTS)
+    validators.check_choice('Model.implementation', self.implementation,
+                            IMPLEMENTATIONS)
     if (isinstance(self.dilations, (str, bytes)) or
         not isinstance(self.dilations, (tuple, list))):
       raise ConfigError(f'Model.dilations={self.dilations!r} must be a list '
@@ -129,6 +144,43 @@ class ModelConfig:
       raise ConfigError(
           f'Model.head_initializer={self.head_initializer!r} is not a Keras '
           "initializer name such as 'orthogonal' or 'glorot_uniform'") from e
+
+
+def uses_fused(config: ModelConfig) -> bool:
+  """Whether this config's GRU/LSTM layers run the fused op.
+
+  Raises:
+    ConfigError: 'fused' was asked for and the op is not available.
+  """
+  if config.implementation == 'keras' or config.cell == 'simple':
+    return False
+  if config.precision != 'float32':  # the op computes in float32 only
+    if config.implementation == 'fused':
+      raise ConfigError(f"Model.implementation='fused' computes in float32; "
+                        f'Model.precision={config.precision!r} needs '
+                        "'keras' or 'auto'")
+    return False
+  if not fused.available():
+    if config.implementation == 'fused':
+      raise ConfigError(f"Model.implementation='fused' but {fused.why()}")
+    _say_once('keras', f'Keras layers, not the fused op: {fused.why()}',
+              logging.warning)
+    return False
+  if config.implementation == 'auto' and tf.config.list_physical_devices(
+      'GPU'):
+    return False
+  _say_once('fused', 'GRU/LSTM layers run as one fused oneDNN op each '
+            '(Model.implementation).')
+  return True
+
+
+_said = set()
+
+
+def _say_once(key, message, log=logging.info):
+  if key not in _said:
+    _said.add(key)
+    log('%s', message)
 
 
 def needs_loss_scaling(config: ModelConfig) -> bool:
@@ -152,6 +204,7 @@ def build(config: ModelConfig, sequence_shape, num_classes: int,
   inputs = keras.Input(shape=tuple(sequence_shape), name='sequence')
   x = inputs
   policy = keras.DTypePolicy(config.precision)
+  use_fused = uses_fused(config)
   if config.input_dropout:
     x = dropout_lib.StatelessDropout(config.input_dropout, salt=1,
                                      name='input_dropout', dtype=policy)(x)
@@ -160,7 +213,7 @@ def build(config: ModelConfig, sequence_shape, num_classes: int,
     last = i == config.layers - 1
     layer = _rnn_layer(config, i, seed, sequence_length=sequence_shape[0],
                        return_sequences=not last or config.readout != 'last'
-                       or dilation > 1, dtype=policy)
+                       or dilation > 1, dtype=policy, use_fused=use_fused)
     if dilation > 1:
       x = Dilate(dilation, name=f'dilate_{i}')(x)
       x = Undilate(dilation, sequence_shape[0], name=f'undilate_{i}')(
@@ -190,7 +243,7 @@ def build(config: ModelConfig, sequence_shape, num_classes: int,
 
 
 def _rnn_layer(config, index, seed, sequence_length, return_sequences,
-               dtype):
+               dtype, use_fused=False):
   layer_seed = seed + 100 * index
   kwargs = dict(
       units=config.units,
@@ -210,9 +263,9 @@ def _rnn_layer(config, index, seed, sequence_length, return_sequences,
     kwargs['bias_initializer'] = gates.GateBias(
         config.cell, config.gate_init, sequence_length, seed=layer_seed + 2)
   if config.cell == 'gru':
-    return SplitGateGRU(reset_after=True, **kwargs)
-  return keras.layers.LSTM(unit_forget_bias=config.gate_init == 'default',
-                           **kwargs)
+    return SplitGateGRU(reset_after=True, fused=use_fused, **kwargs)
+  return FusedLSTM(unit_forget_bias=config.gate_init == 'default',
+                   fused=use_fused, **kwargs)
 
 
 def recurrent_layers(model: keras.Model):
@@ -272,14 +325,68 @@ class SplitGateGRUCell(keras.layers.GRUCell):
     return h, ([h] if nested else h)
 
 
-@keras.saving.register_keras_serializable(package='seqmnist')
-class SplitGateGRU(keras.layers.GRU):
-  """keras.layers.GRU whose generic (non-cuDNN) step is SplitGateGRUCell's;
-  the same weights, layout, cuDNN eligibility and checkpoint paths."""
+class _Fusable:
+  """A Keras GRU/LSTM layer that, with `fused=True`, trains with the whole
+  sequence as the fused oneDNN op (fused.py) when the call is one the op
+  covers: float32, zero initial state, no mask, forwards, no dropout, not
+  stateful, no returned state. Its variables are Keras' own, untouched.
 
-  def __init__(self, *args, **kwargs):
+  Inference (training=False: validation, test, the dashboard) runs Keras'
+  step, as an export serves it, so a run's test accuracy is the one its
+  SavedModel reproduces, image for image."""
+
+  _fused_cell = ''
+
+  def _init_fused(self, fused_):
+    self.fused = bool(fused_)
+
+  def _fused_covers(self, sequences, initial_state, mask, training):
+    cell = self.cell
+    return (self.fused and training and initial_state is None and
+            mask is None and
+            not self.go_backwards and not self.stateful and
+            not self.return_state and not cell.dropout and
+            not cell.recurrent_dropout and self.compute_dtype == 'float32'
+            and cell.activation is keras.activations.tanh and
+            cell.recurrent_activation is keras.activations.sigmoid and
+            cell.use_bias and len(sequences.shape) == 3)
+
+  def call(self, sequences, initial_state=None, mask=None, training=False):
+    if not self._fused_covers(sequences, initial_state, mask, training):
+      return super().call(sequences, initial_state=initial_state, mask=mask,
+                          training=training)
+    cell = self.cell
+    outputs = fused.rnn(self._fused_cell, sequences, cell.kernel.value,
+                        cell.recurrent_kernel.value, cell.bias.value,
+                        training=True)
+    return outputs if self.return_sequences else outputs[:, -1]
+
+  def get_config(self):
+    return dict(super().get_config(), fused=self.fused)
+
+
+@keras.saving.register_keras_serializable(package='seqmnist')
+class SplitGateGRU(_Fusable, keras.layers.GRU):
+  """keras.layers.GRU whose generic (non-cuDNN) step is SplitGateGRUCell's,
+  or with `fused=True` the fused op; the same weights, layout, cuDNN
+  eligibility and checkpoint paths."""
+  _fused_cell = 'gru'
+
+  def __init__(self, *args, fused=False, **kwargs):  # pylint: disable=redefined-outer-name
     super().__init__(*args, **kwargs)
     self.cell = SplitGateGRUCell.from_config(self.cell.get_config())
+    self._init_fused(fused and self.cell.reset_after)
+
+
+@keras.saving.register_keras_serializable(package='seqmnist')
+class FusedLSTM(_Fusable, keras.layers.LSTM):
+  """keras.layers.LSTM, or with `fused=True` the fused op; the same
+  weights, layout, cuDNN eligibility and checkpoint paths."""
+  _fused_cell = 'lstm'
+
+  def __init__(self, *args, fused=False, **kwargs):  # pylint: disable=redefined-outer-name
+    super().__init__(*args, **kwargs)
+    self._init_fused(fused)
 
 
 @keras.saving.register_keras_serializable(package='seqmnist')

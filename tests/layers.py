@@ -3,14 +3,15 @@ may import modules of its own layer or below, never above.
 tests/test_rundir.py::test_imports_only_run_downward holds the code to it."""
 
 LAYERS = (
-    # 0 foundations: errors and the checks every configurable runs
-    ('errors', 'validators'),
+    # 0 foundations: errors, the checks every configurable runs, and every
+    #   reader of a user's path
+    ('errors', 'validators', 'files'),
     # 1 formats and places: IDX files, the run directory, cluster discovery,
     #   the command line's shared parts,
     #   gate biases, gradient clipping, TFDS's download cache, gin text,
-    #   stateless dropout
+    #   stateless dropout, the fused oneDNN recurrence
     ('idx', 'rundir', 'cluster', 'gates', 'clipping', 'cli', 'tfds_cache',
-     'gin_values', 'dropout'),
+     'gin_values', 'dropout', 'fused'),
     # 2 the experiment's parts: data, model, optimizer, strategy, step
     #   functions, event writers, config drift, weight averaging
     ('data', 'models', 'optimizers', 'distribute', 'steps', 'summaries',

@@ -31,6 +31,8 @@ from conftest import (FAST, REPO, assert_indexed_job_pod, gin_params,
                       run_cli, two_free_ports, wait_for_line)
 from test_main import _results
 
+pytestmark = pytest.mark.ci_provides('the container image')
+
 IMAGE = 'seqmnist:0.1.0'
 BUILD = 'launch/k8s/build_image.sh'
 # What Debian bookworm's podman 4.3 needs on this kind of machine: runc
@@ -47,9 +49,10 @@ PREEMPTED = 143
 def _source_digest():
   """The digest build_image.sh labels the image with: every file the
   Dockerfile copies but README.md (as `find | sort | xargs sha256sum |
-  sha256sum` does)."""
+  sha256sum` does), not the op `pip install -e .` built (.dockerignore)."""
   paths = []
-  for top in ('setup.py', 'setup.cfg', 'seqmnist', 'gin', 'launch'):
+  for top in ('pyproject.toml', 'setup.py', 'setup.cfg', 'seqmnist', 'gin',
+              'launch'):
     if not os.path.isdir(os.path.join(REPO, top)):
       paths.append(top)
       continue
@@ -57,7 +60,8 @@ def _source_digest():
       rel = os.path.relpath(folder, REPO)
       if '__pycache__' in rel.split(os.sep):
         continue
-      paths += [os.path.join(rel, n) for n in names if not n.endswith('.pyc')
+      paths += [os.path.join(rel, n) for n in names
+                if not n.endswith(('.pyc', '.so'))
                 and os.path.isfile(os.path.join(folder, n))
                 and not os.path.islink(os.path.join(folder, n))]
   listing = ''

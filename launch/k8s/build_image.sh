@@ -40,7 +40,8 @@ DOCKERFILE=$HERE/Dockerfile
 FROM_IMAGE=$(sed -n 's/^FROM[[:space:]]\+\([^[:space:]]\+\).*/\1/p' "$DOCKERFILE" | head -n1)
 LOCAL_BASE=${SEQMNIST_LOCAL_BASE:-localhost/seqmnist-base:bookworm}
 SUITE=bookworm
-PACKAGES=python3,python3-pip,python3-venv,python-is-python3,ca-certificates
+# g++ builds the fused RNN op (seqmnist/native/) at `pip install`.
+PACKAGES=python3,python3-pip,python3-venv,python-is-python3,ca-certificates,g++
 
 fail() { echo "build_image: FAILED: $*" >&2; exit 1; }
 say() { echo "build_image: $*" >&2; }
@@ -60,8 +61,8 @@ cd "$REPO"
 # What the Dockerfile copies (README.md aside), hashed as
 # tests/test_container.py hashes it.
 source_digest() {
-  find setup.py setup.cfg seqmnist gin launch -type f \
-      ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 \
+  find pyproject.toml setup.py setup.cfg seqmnist gin launch -type f \
+      ! -name '*.pyc' ! -name '*.so' ! -path '*/__pycache__/*' -print0 \
     | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64
 }
 LABEL=(--label "org.seqmnist.source=$(source_digest)")
