@@ -12,7 +12,7 @@ content (`Data.split_scheme='content'`): both sources hold the same images in
 different orders (TFDS shuffles when it prepares), and sorting by a content
 hash first makes the same gin file give the same run from either. Run dirs
 made before this scheme used the file order ('file'); they resume with it
-(drift.ADDED_LATER). Images become sequences in-graph (`to_sequences`), so
+(`validators.added_later`). Images become sequences in-graph (`to_sequences`), so
 the same order, permutation and normalisation apply at train, eval and
 export.
 
@@ -93,7 +93,8 @@ class DataConfig:
   validation_size: int = 5000
   batch_size: int = 128
   eval_batch_size: int = 500
-  split_scheme: str = 'content'
+  # Runs made before it existed (2026-11-23) split in the file order.
+  split_scheme: str = validators.added_later('content', before='file')
 
   def __post_init__(self):
     if not isinstance(self.dataset, str) or not self.dataset:

@@ -8,7 +8,8 @@ parser, resolves macros, compares the values binding by binding, and names
 the first difference that matters.
 
 Allowed to change on resume: the run length and cadences (`RESUMABLE`), the
-evaluation batch, the divergence bound, XLA on or off, what the dashboard
+evaluation batch, the divergence bound, XLA on or off, the recurrence's
+implementation (the same variables either way), what the dashboard
 shows (`Dashboard.*`), how replicas are laid out (`Distribute.*`: the global
 batch and so the updates do not depend on it), and any binding that follows the
 run length through the same macro as `Trainer.steps` (in base.gin the cosine
@@ -27,20 +28,16 @@ RESUMABLE = frozenset({
     'Trainer.checkpoint_every', 'Trainer.summary_every',
     'Trainer.histogram_every', 'Trainer.checkpoints_to_keep',
     'Trainer.max_loss', 'Trainer.jit_compile', 'Data.eval_batch_size',
+    'Model.implementation',
 })
 RESUMABLE_PREFIXES = ('Distribute.', 'Dashboard.')
-# Parameters added after run dirs already existed, with the value a saved
-# config without them ran with. Where that differs from today's default
-# (Data.split_scheme), resuming a run binds its own value unless the user's
-# config sets one (`earlier_defaults`), so the run continues as it started.
-ADDED_LATER = {
-    'Model.gate_init': 'default', 'Data.split_scheme': 'file',
-    'Model.input_dropout': 0.0, 'Model.output_dropout': 0.0,
-    'Model.readout': 'last', 'Model.dilations': (),
-    'Trainer.weight_decay': 0.0,
-    'Trainer.weight_decay_exclude': (r'(^|/)bias$', r'(^|/)batch_norm/'),
-    'Trainer.label_smoothing': 0.0, 'Trainer.ema_decay': 0.0,
-}
+# `added_later` below: {'Scope.param': value} of the parameters added after
+# run dirs already existed, with the value a saved config without them ran
+# with. Each is declared next to its field (`validators.added_later`), and
+# experiment.ADDED_LATER gathers them. Where that value differs from
+# today's default (Data.split_scheme), resuming a run binds its own value
+# unless the user's config sets one (`earlier_defaults`), so the run
+# continues as it started.
 UNSET = '<unset>'
 
 
@@ -61,15 +58,21 @@ def parse_operative(text: str, where: str = 'operative config'
   return bindings
 
 
-def earlier_defaults(saved_text: str, where: str = 'operative config'
-                     ) -> List[str]:
+def earlier_defaults(saved_text: str, added_later: Dict[str, Any],
+                     where: str = 'operative config') -> List[str]:
   """Gin bindings that resume a run with the value it ran with of each
-  ADDED_LATER parameter: the saved one, or for a run saved before the
-  parameter existed, the value it had then. Applied where the user's config
-  does not set the parameter (config.parse's run_defaults)."""
+  parameter added later (but those that may change on resume anyway): the
+  saved one, or for a run saved before the parameter existed, the value it
+  had then. Applied where the user's config does not set the parameter
+  (config.parse's run_defaults)."""
   saved = parse_operative(saved_text, where)
   return [f'{key} = {text(_resolve(saved.get(key, value), saved))}'
-          for key, value in ADDED_LATER.items()]
+          for key, value in added_later.items() if not resumable(key)]
+
+
+def resumable(key: str) -> bool:
+  """Whether a binding may change when a run resumes."""
+  return key in RESUMABLE or key.startswith(RESUMABLE_PREFIXES)
 
 
 def saved_bindings(run_dir) -> Optional[Dict[str, Any]]:
@@ -103,6 +106,7 @@ def resolved(bindings: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def differences(saved_text: str, current_text: str,
+                added_later: Dict[str, Any],
                 where: str = 'the saved operative config'
                 ) -> List[Tuple[str, Any, Any]]:
   """[(key, saved value, current value)] for every binding resume forbids."""
@@ -111,10 +115,9 @@ def differences(saved_text: str, current_text: str,
   run_length = {saved.get('Trainer.steps'), current.get('Trainer.steps')}
   out = []
   for key in sorted(set(saved) | set(current)):
-    if (_is_macro(key) or key in RESUMABLE or
-        key.startswith(RESUMABLE_PREFIXES)):
+    if _is_macro(key) or resumable(key):
       continue
-    old = saved.get(key, ADDED_LATER.get(key, UNSET))
+    old = saved.get(key, added_later.get(key, UNSET))
     new = current.get(key, UNSET)
     if _macro(old) and old == new and old in run_length:
       continue  # follows Trainer.steps through the same macro
@@ -137,9 +140,10 @@ def text(value) -> str:
   return UNSET if value is UNSET else gin_values.text(value)
 
 
-def check(saved_text: str, current_text: str, saved_path: str) -> None:
+def check(saved_text: str, current_text: str, saved_path: str,
+          added_later: Dict[str, Any]) -> None:
   """Raises ConfigError naming the first forbidden difference, if any."""
-  diffs = differences(saved_text, current_text, saved_path)
+  diffs = differences(saved_text, current_text, added_later, saved_path)
   if diffs:
     key, old, new = diffs[0]
     more = f' (and {len(diffs) - 1} more)' if len(diffs) > 1 else ''

@@ -87,10 +87,12 @@ class TrainerConfig:
   checkpoints_to_keep: int = 3
   deterministic: bool = True
   jit_compile: bool = False
-  weight_decay: float = 0.0
-  weight_decay_exclude: Sequence[str] = (r'(^|/)bias$', r'(^|/)batch_norm/')
-  label_smoothing: float = 0.0
-  ema_decay: float = 0.0
+  weight_decay: float = validators.added_later(0.0, before=0.0)
+  weight_decay_exclude: Sequence[str] = validators.added_later(
+      (r'(^|/)bias$', r'(^|/)batch_norm/'),
+      before=(r'(^|/)bias$', r'(^|/)batch_norm/'))
+  label_smoothing: float = validators.added_later(0.0, before=0.0)
+  ema_decay: float = validators.added_later(0.0, before=0.0)
 
   def __post_init__(self):
     for name in ('steps', 'steps_per_loop', 'eval_every', 'checkpoint_every',

@@ -5,10 +5,33 @@
     -> Trainer.steps=0 must be an integer >= 1
 """
 
+import dataclasses
 import numbers
-from typing import Iterable, Optional
+from typing import Any, Dict, Iterable, Optional
 
 from seqmnist.errors import ConfigError
+
+
+# A setting added after run dirs already existed declares, next to its
+# default, the value runs made before it existed ran with:
+#
+#     gate_init: str = validators.added_later('default', before='default')
+#
+# drift.py reads these to let such runs resume (tests/test_rundir.py fails
+# for a setting without one).
+BEFORE = 'seqmnist.before'
+
+
+def added_later(default, *, before) -> Any:
+  """A dataclass field with `default`, and `before`: the value runs made
+  before the setting existed ran with."""
+  return dataclasses.field(default=default, metadata={BEFORE: before})
+
+
+def earlier_values(config_class, scope: str) -> Dict[str, Any]:
+  """{'Scope.name': before} of the fields declared with `added_later`."""
+  return {f'{scope}.{f.name}': f.metadata[BEFORE]
+          for f in dataclasses.fields(config_class) if BEFORE in f.metadata}
 
 
 def check_int(name: str, value, minimum: int,

@@ -5,12 +5,14 @@ a foreign folder is refused, a second process is locked out); the controller,
 drift and the progress line as units.
 """
 
+import dataclasses
 import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -18,6 +20,7 @@ import pytest
 from conftest import REPO, gin_params, run_cli, start_cli, wait_for_line
 from seqmnist import controller
 from seqmnist import drift
+from seqmnist import experiment
 from seqmnist import progress
 from seqmnist import rundir
 from seqmnist.errors import ConfigError, UserError
@@ -38,23 +41,29 @@ def _fixture_args(model_dir, mnist_dir, steps):
 
 
 def test_a_run_dir_of_the_old_layout_resumes_exactly(tmp_path, mnist_dir):
-  # Made by commit 6434777; that code resumed it to these figures, and got
-  # the same ones from scratch (tests/fixtures/README.md).
-  model_dir = tmp_path / 'old'
-  shutil.copytree(FIXTURE, model_dir)
-  finished = run_cli(*_fixture_args(model_dir, mnist_dir, 20))
-  assert finished.returncode == 0, finished.stderr[-3000:]
-  assert 'Run already finished at step 20' in finished.stderr
+  # Made by commit 6434777; that code resumed it to 0.3008 / 0.3025 and got
+  # the same from scratch (tests/fixtures/README.md), on another CPU: oneDNN
+  # picks kernels by instruction set, so those figures are compared with a
+  # tolerance, and bit-exactness is checked between two resumes made here.
+  results, fingerprints = [], []
+  for copy in ('old', 'old_again'):
+    model_dir = tmp_path / copy
+    shutil.copytree(FIXTURE, model_dir)
+    finished = run_cli(*_fixture_args(model_dir, mnist_dir, 20))
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert 'Run already finished at step 20' in finished.stderr
 
-  result = run_cli(*_fixture_args(model_dir, mnist_dir, 40))
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert 'Resumed from' in result.stderr and 'ckpt-20' in result.stderr
-  results = json.loads((model_dir / 'results.json').read_text())
-  assert results['global_step'] == 40
-  assert results['best_step'] == 40
-  assert results['best_val_accuracy'] == 0.3008
-  assert results['test_accuracy'] == 0.3025
-  assert results['weights_fingerprint'] == 'de8c5186f75eab3c'
+    result = run_cli(*_fixture_args(model_dir, mnist_dir, 40))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'Resumed from' in result.stderr and 'ckpt-20' in result.stderr
+    results.append(json.loads((model_dir / 'results.json').read_text()))
+  for r in results:
+    assert r['global_step'] == 40
+    assert r['best_step'] == 40
+    assert abs(r['best_val_accuracy'] - 0.3008) <= 0.003  # 15 of 5,000
+    assert abs(r['test_accuracy'] - 0.3025) <= 0.003      # 30 of 10,000
+  assert results[0]['weights_fingerprint'] == results[1]['weights_fingerprint']
+  assert results[0]['test_accuracy'] == results[1]['test_accuracy']
 
 
 def test_a_foreign_folder_is_refused_untouched(tmp_path, mnist_dir):
@@ -138,6 +147,57 @@ def test_run_dir_layout_and_atomic_results(tmp_path):
     rundir.RunDir('')
 
 
+def test_results_and_operative_config_are_never_seen_half_written(tmp_path):
+  """A reader polling results.json while it is rewritten sees a whole old
+  or a whole new file, never part of one."""
+  run = rundir.RunDir(str(tmp_path / 'run'))
+  run.create()
+  big = {k: 'x' * 200_000 for k in ('a', 'b')}  # ~400 KB of JSON each
+  versions = [dict(big, version=i) for i in range(2)]
+  run.write_results(versions[0])
+  seen, stop = [], threading.Event()
+
+  def watch():
+    while not stop.is_set():
+      with open(run.results) as f:
+        text = f.read()
+      try:
+        seen.append(json.loads(text)['version'])
+      except ValueError:
+        seen.append(f'partial ({len(text)} bytes)')
+
+  watcher = threading.Thread(target=watch)
+  watcher.start()
+  try:
+    for i in range(30):
+      run.write_results(versions[i % 2])
+  finally:
+    stop.set()
+    watcher.join()
+  assert seen and set(seen) <= {0, 1}, [v for v in seen if v not in (0, 1)]
+
+
+@pytest.mark.parametrize('which', ['results', 'operative_config'])
+def test_a_write_cut_short_leaves_the_previous_file(tmp_path, monkeypatch,
+                                                    which):
+  run = rundir.RunDir(str(tmp_path / 'run'))
+  run.create()
+  write = {'results': lambda v: run.write_results({'v': v}),
+           'operative_config': lambda v: run.write_operative_config(
+               f'Model.units = {v}\n')}[which]
+  path = getattr(run, which)
+  write(1)
+  before = open(path).read()
+
+  def killed(fd):  # the process dies after writing, before the rename
+    raise KeyboardInterrupt()
+  monkeypatch.setattr(os, 'fsync', killed)
+  with pytest.raises(KeyboardInterrupt):
+    write(2)
+  assert open(path).read() == before
+  assert os.listdir(run.path) == [os.path.basename(path)]  # no temp left
+
+
 def test_written_files_follow_the_umask(tmp_path):
   old = os.umask(0o022)
   try:
@@ -206,18 +266,22 @@ def test_the_controller_counts_only_training_time_as_overhead():
 
   class Slow(controller.Action):
     every = 1
+    seconds = 0.05
 
     def __call__(self, step, final):
-      time.sleep(0.05)
+      time.sleep(self.seconds)
 
   class SlowValidation(Slow):
     training_time = False
+    seconds = 1.0
 
   controller.Controller(train=lambda s, n: s + n, target=2, steps_per_loop=1,
                         actions=[Slow(), SlowValidation()],
                         on_overhead=overheads.append).run(0)
   assert len(overheads) == 2
-  assert all(0.04 < o < 0.09 for o in overheads), overheads
+  # The training-time action's 0.05 s counts (a sleep lasts at least that);
+  # the validation's 1 s does not (no loaded machine adds 0.95 s to 0.05).
+  assert all(0.05 <= o < 1.0 for o in overheads), overheads
 
 
 # Drift (the saved operative config read with gin's own parser) ----------------
@@ -238,41 +302,68 @@ Trainer.clip_exclude = ['(^|/)head/',
 """
 
 
+LATER = experiment.ADDED_LATER
+
+
+def test_every_setting_added_since_the_first_run_dirs_declares_its_old_value():
+  """A setting a run dir of the first layout's code did not have (the
+  fixture's operative config lists every one it had) must say, beside its
+  default, what such runs ran with (validators.added_later), or they could
+  not resume."""
+  saved = drift.parse_operative(
+      open(os.path.join(FIXTURE, 'operative_config.gin')).read())
+  configs = {'Data': experiment.data.DataConfig,
+             'Model': experiment.models.ModelConfig,
+             'Trainer': experiment.trainer.TrainerConfig,
+             'Distribute': experiment.distribute.DistributeConfig,
+             'Dashboard': experiment.dashboard.DashboardConfig}
+  missing = []
+  for scope, cls in configs.items():
+    for field in dataclasses.fields(cls):
+      key = f'{scope}.{field.name}'
+      if key not in saved and key not in LATER and not drift.resumable(key):
+        missing.append(key)
+  assert not missing, (f'{missing}: declare the value runs made before them '
+                       'used: validators.added_later(default, before=...)')
+  assert LATER['Data.split_scheme'] == 'file'
+  assert LATER['Model.gate_init'] == 'default'
+
+
 def test_drift_allows_length_cadence_and_equal_values_spelled_differently():
   current = SAVED.replace('STEPS = 20', 'STEPS = 40').replace(
       'eval_every = 10', 'eval_every = 5').replace('0.001', '1e-3').replace(
           "Model.units = %UNITS", 'Model.units = 16')
-  assert drift.differences(SAVED, current) == []
+  assert drift.differences(SAVED, current, LATER) == []
 
 
 def test_drift_names_every_forbidden_difference():
   current = SAVED.replace('UNITS = 16', 'UNITS = 32').replace(
       "'other/']", "'x/']").replace("'gru'", "'lstm'")
-  diffs = drift.differences(SAVED, current)
+  diffs = drift.differences(SAVED, current, LATER)
   assert [d[0] for d in diffs] == ['Model.cell', 'Model.units',
                                    'Trainer.clip_exclude']
   assert diffs[1][1:] == (16, 32)
   with pytest.raises(ConfigError, match=r"cannot resume: Model.cell is 'gru' "
                      r"in saved.gin but 'lstm' now \(and 2 more\)"):
-    drift.check(SAVED, current, 'saved.gin')
+    drift.check(SAVED, current, 'saved.gin', LATER)
 
 
 def test_drift_a_parameter_added_later_takes_its_default():
   current = SAVED + "Model.gate_init = 'default'\n"
-  assert drift.differences(SAVED, current) == []
+  assert drift.differences(SAVED, current, LATER) == []
   chrono = SAVED + "Model.gate_init = 'chrono'\n"
-  assert drift.differences(SAVED, chrono) == [
+  assert drift.differences(SAVED, chrono, LATER) == [
       ('Model.gate_init', 'default', 'chrono')]
 
 
 def test_drift_a_bool_is_not_a_number():
   assert drift.differences('Model.batch_norm = True',
-                           'Model.batch_norm = 1') != []
+                           'Model.batch_norm = 1', LATER) != []
 
 
 def test_drift_refuses_a_saved_config_that_is_not_gin():
   with pytest.raises(ConfigError, match='saved.gin is not a gin config'):
-    drift.check('Model.units = = 3', SAVED, 'saved.gin')
+    drift.check('Model.units = = 3', SAVED, 'saved.gin', LATER)
 
 
 # The progress line --------------------------------------------------------------
