@@ -10,7 +10,10 @@
 # folder) as worker-<i>.log. Waits for every worker; exits non-zero (the
 # first failing worker's code) if any failed, after stopping the others.
 # SIGTERM to this script reaches every worker: they save the same step and
-# exit 143, and so does the script; rerunning it resumes.
+# exit 143, and so does the script; rerunning it resumes. A worker that does
+# not end within $GRACE seconds (default 30) of being told to (a stopped
+# process, a stuck filesystem) is killed (SIGKILL), so the script always
+# ends.
 set -u
 if [ $# -lt 1 ] || ! [[ "$1" =~ ^[1-9][0-9]*$ ]]; then
   echo "usage: $0 N [seqmnist.main flags...]  (N = number of workers >= 1)" >&2
@@ -18,6 +21,7 @@ if [ $# -lt 1 ] || ! [[ "$1" =~ ^[1-9][0-9]*$ ]]; then
 fi
 N=$1; shift
 PYTHON=${PYTHON:-python}
+GRACE=${GRACE:-30}
 LOG_DIR=${LOG_DIR:-$(mktemp -d -t seqmnist-local-cluster-XXXXXX)}
 mkdir -p "$LOG_DIR"
 
@@ -57,7 +61,7 @@ while [ "$remaining" -gt 0 ]; do
         status=$code
         echo "local_cluster: worker $i failed; stopping the others. Its log:" >&2
         tail -n 20 "$LOG_DIR/worker-$i.log" >&2
-        kill "${pids[@]}" 2>/dev/null
+        stop_all
       fi
     fi
   done

@@ -65,6 +65,12 @@ def exist(run_dir: rundir_lib.RunDir) -> bool:
   return bool(on_disk(run_dir.checkpoints))
 
 
+def any_exist(run_dir: rundir_lib.RunDir) -> bool:
+  """True if the run dir holds rolling or best checkpoint files: a run that
+  has trained, which only its own config may resume."""
+  return bool(on_disk(run_dir.checkpoints) or on_disk(run_dir.best))
+
+
 def weights_fingerprint(model) -> str:
   """SHA-256 of every weight's bytes: equal only for bit-identical models."""
   digest = hashlib.sha256()
@@ -101,6 +107,31 @@ def _repair_state(folder: str) -> None:
       folder, present[0], all_model_checkpoint_paths=present[::-1])
 
 
+def _saving(manager: tf.train.CheckpointManager, step: int, kind: str) -> str:
+  """manager.save, a failure to write as one UserError line: where, and
+  the cause (no space, permission, read-only), what is kept."""
+  try:
+    return manager.save(checkpoint_number=step)
+  except (tf.errors.OpError, OSError) as e:
+    raise UserError(
+        f'could not save the {kind} checkpoint of step {step} in '
+        f'{manager.directory}: {write_failure(e)}; the newest intact '
+        'checkpoint is kept: make room (or fix the permission) and rerun '
+        'the same command to resume') from e
+
+
+def write_failure(error: BaseException) -> str:
+  """What a failed write ran into, in a few words."""
+  text = str(error)
+  for marker, cause in (('No space left', 'no space left on the device'),
+                        ('Disk quota', 'disk quota exceeded'),
+                        ('Permission denied', 'permission denied'),
+                        ('Read-only file system', 'read-only file system')):
+    if marker in text:
+      return cause
+  return first_line(error)
+
+
 class RunCheckpoints:
   """Saves and restores one run's checkpoints.
 
@@ -113,6 +144,9 @@ class RunCheckpoints:
   def __init__(self, run_dir: rundir_lib.RunDir, *, model, optimizer,
                keep: int, write_dir: Optional[rundir_lib.RunDir] = None,
                average=None):
+    # With a weight average the best checkpoint's model holds the averages,
+    # so it cannot stand in for a rolling checkpoint.
+    self._best_is_resumable = average is None
     self.best_val_accuracy = tf.Variable(-1.0, dtype=tf.float64,
                                          trainable=False,
                                          name='best_val_accuracy')
@@ -140,11 +174,18 @@ class RunCheckpoints:
 
   def restore_latest(self) -> Optional[str]:
     """Restores the newest intact rolling checkpoint; returns its path, or
-    None when there is none on disk (a new run).
+    None when there is none on disk and no best checkpoint either (a new
+    run).
+
+    When no rolling checkpoint is intact (or none is left) but the best
+    one is, the run resumes from the best one, saying so: it holds the same
+    state (model, optimizer, records) as a rolling checkpoint of its step,
+    unless the best holds averaged weights (`best_is_resumable=False`).
 
     Raises:
       ConfigError: the checkpoint belongs to another model or optimizer.
-      UserError: checkpoint files exist but none of them is intact.
+      UserError: checkpoints (rolling or best) exist but none can be resumed
+        from: never a silent start from step 0 over them.
     """
     candidates = on_disk(self._read.checkpoints)
     named = state_latest(self._read.checkpoints)
@@ -167,12 +208,32 @@ class RunCheckpoints:
         logging.warning('Resuming from %s: the newer %s could not be read.',
                         path, ', '.join(damaged))
       return path
-    if damaged:
-      raise UserError(
-          f'no intact checkpoint in {self._read.checkpoints}: '
-          f'{"; ".join(damaged)}; refusing to start over them from step 0 '
-          '(move the folder away to start a new run)')
-    return None
+    best = state_latest(self._read.best) or next(
+        iter(on_disk(self._read.best)), None)
+    why = (f'no intact checkpoint in {self._read.checkpoints}: '
+           f'{"; ".join(damaged)}' if damaged else
+           f'{self._read.checkpoints} holds no checkpoint')
+    if best is None:
+      if damaged:
+        raise UserError(f'{why}; refusing to start over them from step 0 '
+                        '(move the folder away to start a new run)')
+      return None
+    if not self._best_is_resumable:
+      raise UserError(f'{why}, and {best} holds averaged weights, not the '
+                      'training state; refusing to start over from step 0 '
+                      '(move the run directory away to start a new run)')
+    try:
+      self._checkpoint.restore(best).assert_existing_objects_matched()
+    except tf.errors.OpError as e:
+      raise UserError(f'{why}, and {best} is damaged too ({first_line(e)}); '
+                      'refusing to start over from step 0 (move the run '
+                      'directory away to start a new run)') from e
+    except (AssertionError, ValueError) as e:
+      raise ConfigError(f'checkpoint {best} does not match the configured '
+                        f'model and optimizer: {first_line(e)}') from e
+    logging.warning('%s; resuming from the best checkpoint %s (the same '
+                    'training state at its step).', why, best)
+    return best
 
   def latest_step(self) -> Optional[int]:
     """The step of the newest rolling checkpoint on disk, or None."""
@@ -180,7 +241,7 @@ class RunCheckpoints:
     return rundir_lib.checkpoint_step(present[0]) if present else None
 
   def save(self, step: int) -> str:
-    path = self._rolling.save(checkpoint_number=step)
+    path = _saving(self._rolling, step, 'rolling')
     logging.info('Saved checkpoint %s', path)
     return path
 
@@ -190,7 +251,7 @@ class RunCheckpoints:
       return False
     self.best_val_accuracy.assign(accuracy)
     self.best_step.assign(step)
-    self._best.save(checkpoint_number=step)
+    _saving(self._best, step, 'best')
     return True
 
   def restore_best_weights(self) -> Optional[str]:

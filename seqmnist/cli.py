@@ -22,10 +22,16 @@ from absl import logging
 from seqmnist.errors import EXIT_BAD_INPUT
 
 
+# What quiet_stderr captured before the flags were parsed (at import time
+# absl's --verbosity is not known yet): logged at DEBUG once it is (`run`).
+_CAPTURED = []
+
+
 @contextlib.contextmanager
 def quiet_stderr(what: str):
   """Captures everything written to fd 2 (C++ included) inside the block,
-  then logs it at DEBUG, saying `what` wrote it."""
+  then logs it at DEBUG (`--verbosity=1` shows it), saying `what` wrote
+  it."""
   sys.stderr.flush()
   saved = os.dup(2)
   with tempfile.TemporaryFile() as captured:
@@ -39,7 +45,16 @@ def quiet_stderr(what: str):
       captured.seek(0)
       text = captured.read().decode('utf-8', errors='replace').strip()
       if text:
-        logging.debug('%s wrote to stderr:\n%s', what, text)
+        _CAPTURED.append((what, text))
+        _log_captured()
+
+
+def _log_captured() -> None:
+  if not flags.FLAGS.is_parsed():
+    return  # `run` logs it once --verbosity is known
+  while _CAPTURED:
+    what, text = _CAPTURED.pop(0)
+    logging.debug('%s wrote to stderr:\n%s', what, text)
 
 
 def import_tensorflow_quietly() -> None:
@@ -65,7 +80,11 @@ def run(program: str, main) -> None:
       sys.exit(EXIT_BAD_INPUT)
     return argv
 
-  app.run(main, flags_parser=parse)
+  def main_with_captured_records(argv):
+    _log_captured()
+    return main(argv)
+
+  app.run(main_with_captured_records, flags_parser=parse)
 
 
 def no_positional_arguments(program: str, argv) -> None:

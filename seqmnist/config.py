@@ -115,6 +115,27 @@ def check_no_imports(paths: Sequence[str], gin_params: Sequence[str]) -> None:
         'refuses them; pass --allow_gin_imports if you trust this config')
 
 
+def _check_macro_cycles() -> None:
+  """Raises ConfigError naming a macro defined in terms of itself (directly
+  or through other macros): gin would recurse until Python gives up."""
+  refers = {}
+  for (scope, selector), params in gin.config._CONFIG.items():  # pylint: disable=protected-access
+    value = params.get('value')
+    if selector == 'gin.macro' and hasattr(value, 'scoped_selector'):
+      target = str(value.scoped_selector)
+      if target.endswith('/gin.macro'):
+        refers[scope] = target[:-len('/gin.macro')]
+  for start in sorted(refers):
+    chain, name = [start], refers[start]
+    while name in refers and name not in chain:
+      chain.append(name)
+      name = refers[name]
+    if name == start:
+      cycle = ' -> '.join(f'%{n}' for n in chain + [start])
+      raise ConfigError(f'gin macro {start} is defined in terms of itself '
+                        f'({cycle}), so it has no value; give it one')
+
+
 def parse(gin_files: Sequence[str], gin_params: Sequence[str],
           allow_imports: bool = False,
           run_defaults: Sequence[str] = ()) -> List[str]:
@@ -151,6 +172,7 @@ def parse(gin_files: Sequence[str], gin_params: Sequence[str],
       except ValueError:  # not set by the user: the run's own value
         gin.parse_config(binding)
     gin.finalize()
+    _check_macro_cycles()
   except tokenize.TokenError as e:  # e.g. an unclosed bracket in a binding
     raise ConfigError(f'bad gin config: {e.args[0]} (an unclosed bracket or '
                       f'quote?) in {", ".join(gin_params) or "the files"}'

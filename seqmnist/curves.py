@@ -72,9 +72,10 @@ def curves(runs: Sequence[str]) -> List[dict]:
     val = [(epoch(s), 100 * v) for s, v in report.validation_curve(run)]
     loss = [(epoch(s), v) for s, v in
             report.scalar_curve(run, rundir_lib.TRAIN, 'loss')]
-    if not val and not loss:
-      raise UserError(f'--model_dir={run} has no validation accuracy or '
-                      'train loss events')
+    if not val:
+      raise UserError(f'--model_dir={run} has no validation accuracy events '
+                      'yet (nothing to draw: rerun once the run has '
+                      'validated)')
     out.append({'label': os.path.basename(os.path.normpath(run)),
                 'validation': val, 'loss': loss})
   return out

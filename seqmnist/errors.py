@@ -74,13 +74,28 @@ class Interrupted(Preempted):
   label = 'interrupted'
 
 
+# An error line quotes what the user gave; a value of megabytes is cut to
+# its start and end.
+MAX_LINE = 600
+
+
 def first_line(error: BaseException) -> str:
   """The first non-empty line of an exception's message, or its type name
-  when it has none (`str(KeyError())` is empty)."""
+  when it has none (`str(KeyError())` is empty), cut to MAX_LINE
+  characters."""
   for line in str(error).splitlines():
     if line.strip():
-      return line.strip()
+      return shorten(line.strip())
   return type(error).__name__
+
+
+def shorten(text: str, limit: int = MAX_LINE) -> str:
+  """`text`, or its start and end around '... [N characters] ...'."""
+  if len(text) <= limit:
+    return text
+  cut = len(text) - (limit - 100)
+  return (f'{text[:(limit - 100) * 2 // 3]} ... [{cut:,} characters] ... '
+          f'{text[-(limit - 100) // 3:]}')
 
 
 def exit_on_error(program: str, fn, *args):

@@ -15,6 +15,7 @@ from typing import Optional
 
 import numpy as np
 
+from seqmnist import files
 from seqmnist.errors import DataError
 
 # SHA-256 of the *uncompressed* IDX content, stable whatever the gzip level.
@@ -60,6 +61,19 @@ def find(data_dir: str, base_name: str) -> Optional[str]:
 MAX_BODY_BYTES = 1 << 30
 
 
+# The first bytes of image formats a user might hand over instead.
+_IMAGE_MAGIC = ((b'\x89PNG\r\n\x1a\n', 'PNG'), (b'\xff\xd8\xff', 'JPEG'),
+                (b'GIF8', 'GIF'), (b'BM', 'BMP'), (b'RIFF', 'WebP'))
+
+
+def image_format(head: bytes) -> Optional[str]:
+  """'PNG', 'JPEG', ... if `head` (a file's first bytes) starts one."""
+  for magic, name in _IMAGE_MAGIC:
+    if head.startswith(magic):
+      return name
+  return None
+
+
 def _open(path: str):
   return gzip.open(path, 'rb') if path.endswith('.gz') else open(path, 'rb')
 
@@ -79,6 +93,11 @@ def read_content(path: str, expected_ndim: int) -> bytes:
   one byte: a gzip bomb or a header whose dimensions multiply to 2**64 is
   refused without being inflated.
   """
+  files.check_regular(path, 'an IDX file')
+  with open(path, 'rb') as head:
+    other = image_format(head.read(8))
+  if other:
+    raise DataError(f'{path} is a {other} image, not an IDX file')
   try:
     f = _open(path)
   except OSError as e:

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from seqmnist import data
+from seqmnist import files
 from seqmnist import idx
 from seqmnist.errors import DataError, UserError, exit_on_error
 
@@ -38,6 +39,24 @@ _LABELS = flags.DEFINE_string(
     'print the accuracy against it instead of one line per image.')
 
 
+# Bounds checked before anything is decoded: a small PNG can announce a
+# huge image (a 140 KB file of 12000 x 12000 pixels decodes to 3 GiB).
+MAX_PNG_BYTES = 64 << 20
+MAX_PNG_PIXELS = 4096 * 4096
+# Images classified by one call (MNIST's test set is 10,000).
+MAX_IMAGES = 1_000_000
+
+
+def _png_size(path: str):
+  """(width, height) from a PNG's IHDR chunk, read without decoding."""
+  with open(path, 'rb') as f:
+    head = f.read(24)
+  if len(head) < 24 or head[12:16] != b'IHDR':
+    raise DataError(f'{path} is not a readable PNG (no image header)')
+  return int.from_bytes(head[16:20], 'big'), int.from_bytes(head[20:24],
+                                                             'big')
+
+
 def _ink(path: str) -> tf.Tensor:
   """A PNG as float32 [h, w, 1] ink intensities in 0..255.
 
@@ -45,10 +64,16 @@ def _ink(path: str) -> tf.Tensor:
   apps export: strokes on a transparent ground): the alpha channel is the
   ink, whatever colour the strokes are, as a viewer composites them.
   """
+  width, height = _png_size(path)
+  if width * height > MAX_PNG_PIXELS or not width or not height:
+    raise DataError(f'{path} is a PNG of {width}x{height} pixels; predict '
+                    'reads PNGs of up to 4096x4096 pixels (a digit is '
+                    'resized to 28x28)')
   try:
     rgba = tf.io.decode_png(tf.io.read_file(path), channels=4)
-  except tf.errors.InvalidArgumentError as e:
-    raise DataError(f'{path} is not a readable PNG: {e.message}') from e
+  except tf.errors.OpError as e:
+    raise DataError(f'{path} is not a readable PNG (its image data is '
+                    'damaged or truncated)') from e
   alpha = rgba[..., 3:]
   if int(tf.reduce_min(alpha)) < 255:  # transparency: the alpha is the ink
     return tf.cast(alpha, tf.float32)
@@ -56,10 +81,16 @@ def _ink(path: str) -> tf.Tensor:
 
 
 def load_images(path: str, invert: bool = False):
-  """[(name, uint8 [n, 28, 28])] from a PNG or IDX file."""
-  if not os.path.isfile(path):
-    raise UserError(f'{path} does not exist')
-  if path.lower().endswith('.png'):
+  """[(name, uint8 [n, 28, 28])] from a PNG or IDX file (told apart by
+  their content, not their names)."""
+  files.check_regular(path, 'a PNG or IDX file')
+  with open(path, 'rb') as f:
+    kind = idx.image_format(f.read(8))
+  if kind not in (None, 'PNG'):
+    raise UserError(f'{path} is a {kind} image; predict reads PNG and IDX '
+                    'files (convert it to PNG)')
+  if kind == 'PNG':
+    files.check_regular(path, 'a PNG', MAX_PNG_BYTES)
     image = _ink(path)
     if image.shape[:2] != (data.IMAGE_SIZE, data.IMAGE_SIZE):
       image = tf.image.resize(image, [data.IMAGE_SIZE, data.IMAGE_SIZE],
@@ -92,7 +123,13 @@ def predict(export_dir: str, paths, invert=False, batch_size=1000):
     raise UserError('give at least one PNG or IDX file to classify')
   if batch_size < 1:
     raise UserError(f'--batch_size={batch_size} must be >= 1')
-  inputs = [load_images(p, invert) for p in paths]  # all checked first
+  inputs, count = [], 0
+  for path in paths:  # all checked first
+    inputs.append(load_images(path, invert))
+    count += len(inputs[-1][1])
+    if count > MAX_IMAGES:
+      raise UserError(f'these files hold more than {MAX_IMAGES:,} images; '
+                      'classify them in several calls')
   serve = tf.saved_model.load(export_dir).signatures['serving_default']
   out = []
   for names, pixels in inputs:
@@ -109,6 +146,7 @@ def predict(export_dir: str, paths, invert=False, batch_size=1000):
 def accuracy(predictions, labels_path: str) -> float:
   """The fraction of `predictions` (of one IDX image file) whose digit is
   the label at the same index of the IDX label file."""
+  files.check_regular(labels_path, 'an IDX label file')
   labels = idx.read(labels_path, expected_ndim=1)
   if len(labels) != len(predictions):
     raise DataError(f'--labels={labels_path} holds {len(labels)} labels for '
@@ -118,10 +156,12 @@ def accuracy(predictions, labels_path: str) -> float:
 
 
 def _predict_and_score(paths):
+  if _LABELS.value is not None:  # before the images: a FIFO would block
+    files.check_regular(_LABELS.value, 'an IDX label file')
   lines = predict(_EXPORT_DIR.value, paths, _INVERT.value, _BATCH.value)
   if _LABELS.value is None:
     return lines, None
-  if len(paths) != 1 or paths[0].endswith('.png'):
+  if len(paths) != 1 or paths[0].lower().endswith('.png'):
     raise UserError('--labels needs exactly one IDX image file')
   return lines, accuracy(lines, _LABELS.value)
 

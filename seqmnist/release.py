@@ -94,6 +94,12 @@ def release(model_dir: str, out: str) -> str:
   """Writes the release of the finished run `model_dir` to `out`."""
   run = rundir_lib.RunDir(model_dir)
   _check_finished(run)
+  inside = os.path.realpath(out)
+  if inside == os.path.realpath(model_dir) or inside.startswith(
+      os.path.realpath(model_dir) + os.sep):
+    raise UserError(f'--out={out} is inside --model_dir={model_dir}; give a '
+                    'folder outside the run (TensorBoard would show the run '
+                    'twice)')
   if os.path.exists(out):
     raise UserError(f'--out={out} exists; give a new folder (a release is '
                     'never written over another)')

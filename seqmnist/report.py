@@ -202,8 +202,12 @@ def markdown(runs: List[dict], groups: List[dict]) -> str:
            'examples/s | wall time |', '|---|---|---|---|---|---|---|']
   for r in runs:
     res = r['results'] if r['status'] == 'finished' else {}
+    # A readout other than the last state is not the classic protocol.
+    protocol = ('' if res.get('readout', 'last') == 'last' else
+                f' ({res["readout"]} readout: not the classic protocol)')
     lines.append(
-        f'| {r["run"]} | {r["status"]} | {_pct(res.get("test_accuracy"))} | '
+        f'| {r["run"]} | {r["status"]} | {_pct(res.get("test_accuracy"))}'
+        f'{protocol} | '
         f'{_pct(res.get("best_val_accuracy"))} | {r["step"] or 0} | '
         + (f'{res["train_examples_per_second"]:,.0f}'
            if res.get('train_examples_per_second') else '—') + ' | '
@@ -240,6 +244,7 @@ def scalar_curve(run: str, split: str, tag: str):
   path = rundir.RunDir(run).events(split)
   if not os.path.isdir(path):
     return []
+  _warn_if_truncated(path)
   acc = event_accumulator.EventAccumulator(
       path, size_guidance={event_accumulator.TENSORS: 0})
   acc.Reload()
@@ -248,6 +253,30 @@ def scalar_curve(run: str, split: str, tag: str):
   points = {e.step: float(tf.make_ndarray(e.tensor_proto))
             for e in acc.Tensors(tag)}  # a resume may repeat a step
   return sorted(points.items())
+
+
+_warned = set()
+
+
+def _warn_if_truncated(folder: str) -> None:
+  """Says (once per file) when an event file ends inside a record: a
+  process killed mid-write, or a copy cut short. Its records up to there are
+  used, so curves and tables stop early: the warning says so."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  for name in sorted(os.listdir(folder)):
+    path = os.path.join(folder, name)
+    if not name.startswith('events.out.tfevents.') or path in _warned:
+      continue
+    records = 0
+    try:
+      for _ in tf.data.TFRecordDataset(path):
+        records += 1
+    except tf.errors.DataLossError:
+      _warned.add(path)
+      logging.warning('%s is truncated after %d whole records (a process '
+                      'killed while writing it, or a copy cut short): what '
+                      'it held past them is missing from these figures.',
+                      path, records)
 
 
 def validation_curve(run: str):

@@ -36,6 +36,13 @@ LOCK = '.lock'
 # operative config, right after it takes the lock. (A results.json alone is
 # not enough: it is a common name.)
 _MARKS = (OPERATIVE_CONFIG, CHECKPOINTS, BEST)
+# Everything seqmnist writes, rotates or deletes in a run dir. None of them
+# may be a symbolic link: a run dir may come from someone else (a copy, an
+# archive, a shared filesystem), and a link would carry a write, a rotation
+# or a deletion outside it.
+WRITTEN = (LOCK, CHECKPOINTS, BEST, TRAIN, VALIDATION, TEST, OPERATIVE_CONFIG,
+           RESULTS, os.path.join(CHECKPOINTS, 'checkpoint'),
+           os.path.join(BEST, 'checkpoint'))
 
 
 def checkpoint_step(path: str) -> int:
@@ -125,6 +132,7 @@ class RunDir:
     if not os.access(parent, os.W_OK | os.X_OK):
       raise UserError(f'{self._flag}={self.path} is not writable ({parent} '
                       'denies write access)')
+    self.check_no_links()
     foreign = self.entries()
     if foreign and not self.is_run_dir():
       shown = ', '.join(foreign[:3]) + (', ...' if len(foreign) > 3 else '')
@@ -132,6 +140,18 @@ class RunDir:
           f'{self._flag}={self.path} is a non-empty folder that is not a '
           f'seqmnist run directory (it holds {shown}); give a new or empty '
           'folder, or an existing run directory to resume')
+
+  def check_no_links(self) -> None:
+    """Raises UserError naming the first entry seqmnist would write through
+    that is a symbolic link (see WRITTEN)."""
+    for name in WRITTEN:
+      path = self.join(name)
+      if os.path.islink(path):
+        raise UserError(
+            f'{self._flag}={self.path}: {name} is a symbolic link (to '
+            f'{os.readlink(path)}); seqmnist writes only inside the run '
+            'directory and never through a link: replace the link with the '
+            'file or folder itself')
 
   def create(self) -> None:
     """Creates the folder (checked first by `check_usable`)."""
@@ -153,7 +173,13 @@ class RunDir:
     after `create`.
     """
     path = self.join(LOCK)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:  # O_NOFOLLOW: never write through a link planted as .lock
+      fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+      if e.errno == errno.ELOOP:
+        self.check_no_links()
+      raise UserError(f'{self._flag}={self.path}: cannot open {path} '
+                      f'({e.strerror})') from e
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:

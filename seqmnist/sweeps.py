@@ -19,6 +19,7 @@ Every point is validated before anything runs or is written: an unknown gin
 name or a bad value names the point (exit 2).
 """
 
+import ctypes
 import dataclasses
 import hashlib
 import itertools
@@ -196,6 +197,17 @@ def main_arguments(sweep: Sweep, point: Point, runs_dir: str,
   return arguments
 
 
+def _terminate_with_parent(parent: int):
+  """A preexec_fn: the child gets SIGTERM when its parent dies (Linux's
+  PR_SET_PDEATHSIG), including when the parent died before it was set."""
+  def arrange():
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+      os.kill(os.getpid(), signal.SIGTERM)
+  return arrange
+
+
 def main_command(sweep: Sweep, point: Point, runs_dir: str,
                  data_dir: Optional[str]) -> List[str]:
   """The `seqmnist.main` command line of one point."""
@@ -253,10 +265,13 @@ class LocalBackend:
     log = open(os.path.join(logs, point.name + '.log'), 'a')
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
     # Its own session: a Ctrl-C at the terminal reaches the sweep, which
-    # forwards a SIGTERM, not every child at once.
+    # forwards a SIGTERM, not every child at once. And if the sweep dies
+    # without forwarding anything (SIGKILL), the child gets a SIGTERM: it
+    # saves and stops, rather than train on unwatched.
     proc = subprocess.Popen(
         main_command(self._sweep, point, self._runs_dir, self._data_dir),
-        stdout=log, stderr=log, env=env, start_new_session=True)
+        stdout=log, stderr=log, env=env, start_new_session=True,
+        preexec_fn=_terminate_with_parent(os.getpid()))
     log.close()
     self._running[proc] = (point, time.time())
 

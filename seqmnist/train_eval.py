@@ -26,6 +26,8 @@ from seqmnist import distribute
 from seqmnist import drift
 from seqmnist import evaluator as evaluator_lib
 from seqmnist import experiment as experiment_lib
+from seqmnist import fused
+from seqmnist import models
 from seqmnist import preemption
 from seqmnist import progress
 from seqmnist import rundir as rundir_lib
@@ -51,6 +53,8 @@ def train_and_evaluate(model_dir: str, data_dir: Optional[str],
   configs = experiment_lib.Configs.from_gin()
   run_dir = rundir_lib.RunDir(model_dir)
   run_dir.check_usable()
+  if models.uses_fused(configs.model) and not configs.trainer.jit_compile:
+    fused.hand_threads_to_onednn()
   strategy = distribute.make_strategy(configs.distribute)
   configs.check_with(strategy)
   _check_memory(configs, distribute.num_workers(strategy))
@@ -80,12 +84,14 @@ def resume_bindings(model_dir: Optional[str]) -> List[str]:
   if not model_dir:
     return []
   run_dir = rundir_lib.RunDir(model_dir)
-  if not (run_dir.is_run_dir() and checkpoints_lib.exist(run_dir)):
+  run_dir.check_no_links()  # before reading anything through one
+  if not (run_dir.is_run_dir() and checkpoints_lib.any_exist(run_dir)):
     return []
   saved = run_dir.read_operative_config()
   if saved is None:
     return []
-  return drift.earlier_defaults(saved, run_dir.operative_config)
+  return drift.earlier_defaults(saved, experiment_lib.ADDED_LATER,
+                                run_dir.operative_config)
 
 
 def _available_memory() -> Optional[int]:
@@ -115,8 +121,9 @@ def _check_memory(configs, workers):
 def _check_resumable(run_dir, operative_config):
   """Refuses to resume a run under a config its checkpoints do not belong to."""
   saved = run_dir.read_operative_config()
-  if saved is not None and checkpoints_lib.exist(run_dir):
-    drift.check(saved, operative_config, run_dir.operative_config)
+  if saved is not None and checkpoints_lib.any_exist(run_dir):
+    drift.check(saved, operative_config, run_dir.operative_config,
+                experiment_lib.ADDED_LATER)
 
 
 @contextlib.contextmanager
@@ -151,21 +158,29 @@ class _Job:
           average=experiment.average)
 
   def run(self) -> dict:
+    target = self.configs.trainer.steps
+    results = self.run_dir.read_results()
+    if (results is not None and not checkpoints_lib.exist(self.run_dir) and
+        isinstance(results.get('global_step'), int) and
+        results['global_step'] >= target):
+      # A finished run whose rolling checkpoints are gone: it only reports.
+      logging.info('Run already finished at step %d: %s',
+                   results['global_step'], results)
+      return results
     restored = self.checkpoints.restore_latest()
     step = int(self.experiment.optimizer.iterations.numpy())
     if restored:
       logging.info('Resumed from %s at step %d.', restored, step)
-    if self.is_chief:
-      self.run_dir.write_operative_config(self.operative_config)
-    target = self.configs.trainer.steps
     if step >= target:
-      results = self.run_dir.read_results()
       if results is not None:
         logging.info('Run already finished at step %d: %s', step, results)
         return results
       if self.run_dir.exists() and self.is_chief:
         logging.warning('%s is missing or unreadable: recomputing it from '
                         'the best checkpoint.', self.run_dir.results)
+    elif self.is_chief:
+      # The record of what trains: written only by a command that trains.
+      self.run_dir.write_operative_config(self.operative_config)
 
     summaries = summaries_lib.Summaries(self.run_dir, is_chief=self.is_chief)
     try:
@@ -265,4 +280,7 @@ class _Job:
         'replicas': experiment.strategy.num_replicas_in_sync,
         'data_source': experiment.splits.source,
         'weights_fingerprint': fingerprint,
+        # 'last' is the classic protocol of these tasks; any other readout
+        # is not, and results say so.
+        'readout': self.configs.model.readout,
     }

@@ -108,7 +108,18 @@ def test_two_local_workers(tmp_path, mnist_dir):
   assert not os.listdir(tmp_path / 'tmp')
   results = _results(model_dir)
   assert results['replicas'] == 2 and results['global_step'] == 20
-  assert 0.1 < results['test_accuracy'] <= 1
+  # The two workers trained what one process trains (the same global
+  # batches and updates), within float32 tolerance.
+  alone = tmp_path / 'alone'
+  single = run_cli('--gin_file=row.gin', f'--model_dir={alone}',
+                   f'--data_dir={mnist_dir}', *gin_params(*SHORT))
+  assert single.returncode == 0, single.stderr[-3000:]
+  assert_float_weights_close(
+      _weights(tf.train.latest_checkpoint(str(model_dir / 'checkpoints'))),
+      _weights(tf.train.latest_checkpoint(str(alone / 'checkpoints'))),
+      at_least=5)
+  assert abs(results['test_accuracy'] - _results(alone)['test_accuracy']) < (
+      0.002)
   for worker in (0, 1):
     assert _log_lines(tmp_path, worker,
                       'Strategy: multi_worker_mirrored (TF_CONFIG is set)')
@@ -169,3 +180,50 @@ def test_a_killed_worker_stops_the_other_with_one_line(tmp_path, mnist_dir):
   newest = int(lost[0].split('the newest checkpoint is step ')[1].split(':')[0])
   assert (model_dir / 'checkpoints' / f'ckpt-{newest}.index').exists()
   assert not (model_dir / 'results.json').exists()
+
+
+def test_the_launcher_ends_a_stopped_worker_and_exits(tmp_path, mnist_dir):
+  """A worker that hangs (SIGSTOP: a frozen VM, a stuck filesystem): the
+  healthy one exits 75 (worker lost), and the launcher ends the stopped one
+  (SIGKILL after GRACE) instead of waiting for it forever."""
+  model_dir = tmp_path / 'run'
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', GRACE='10',
+             LOG_DIR=str(tmp_path / 'logs'))
+  launcher = subprocess.Popen(
+      ['launch/local_cluster.sh', '2', '--gin_file=row.gin',
+       f'--model_dir={model_dir}', f'--data_dir={mnist_dir}',
+       *gin_params(*FAST, 'Trainer.steps_per_loop=1', 'Trainer.steps=100000',
+                   'Trainer.eval_every=100000',
+                   'Trainer.checkpoint_every=20')],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      text=True)
+  workers = []
+  try:
+    deadline = time.time() + 300
+    while not list((model_dir / 'checkpoints').glob('ckpt-*.index')):
+      assert time.time() < deadline and launcher.poll() is None
+      time.sleep(0.2)
+    workers = [int(p) for p in subprocess.run(
+        ['pgrep', '-P', str(launcher.pid), '-f', 'seqmnist.main'],
+        capture_output=True, text=True).stdout.split()]
+    assert len(workers) == 2
+    stopped = [p for p in workers if b'"index": 1' in open(
+        f'/proc/{p}/environ', 'rb').read()]
+    os.kill(stopped[0], signal.SIGSTOP)
+    started = time.time()
+    output, _ = launcher.communicate(timeout=150)
+    took = time.time() - started
+  finally:
+    for pid in workers:
+      try:
+        os.kill(pid, signal.SIGKILL)
+      except ProcessLookupError:
+        pass
+    launcher.kill()
+  assert launcher.returncode == 75, output[-3000:]
+  assert 'local_cluster: worker 1 did not stop within 10s; killing it' in (
+      output)
+  assert took < 120, took
+  for pid in workers:  # nothing left running
+    assert not os.path.exists(f'/proc/{pid}') or '\nState:\tZ' in open(
+        f'/proc/{pid}/status').read()
