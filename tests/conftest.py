@@ -2,6 +2,12 @@
 
 Tests read MNIST from ../shared/data/mnist beside the repository (as CI has
 it), or from $SEQMNIST_MNIST_DIR. Its absence is a failure, not a skip.
+
+Tests of components that CI sets up (`.ci/run`: the Slurm cluster, the
+container image, the fused op that `pip install` builds) carry
+`@pytest.mark.ci_provides(NAME)`. A developer's plain `pytest` skips them,
+saying why, where the component cannot be had; under `CI` (set by
+`.ci/run`) such a skip is a failure, so CI cannot pass without them.
 """
 
 import json
@@ -129,3 +135,24 @@ def start_workers(n, args, log_dir):
                            env=dict(os.environ,
                                     TF_CONFIG=json.dumps(tf_config))))
   return procs
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      'markers', 'ci_provides(component): needs a component .ci/run sets up '
+      '(a skip fails the run when CI is set)')
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+  outcome = yield
+  report = outcome.get_result()
+  marker = item.get_closest_marker('ci_provides')
+  if (report.skipped and marker is not None and os.environ.get('CI')
+      and not hasattr(report, 'wasxfail')):
+    component = marker.args[0] if marker.args else 'a component'
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else (
+        str(report.longrepr))
+    report.outcome = 'failed'
+    report.longrepr = (f'CI=true and {component}, which .ci/run sets up, is '
+                       f'missing, so this test cannot be skipped: {reason}')

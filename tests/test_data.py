@@ -23,11 +23,17 @@ def test_split_sizes_and_content(splits):
   assert splits.train.images.shape == (55000, 28, 28)
   assert splits.train.images.dtype == np.uint8
   assert splits.test.labels.dtype == np.int32
-  # All ten classes in every split, in MNIST's published proportions.
+  # The 60k training images are MNIST's published class counts ...
   counts = np.bincount(np.concatenate([splits.train.labels,
                                        splits.validation.labels]))
   np.testing.assert_array_equal(
       counts, [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
+  # ... and every split holds all ten classes, each near its share (a
+  # random 5k split keeps each class within a few tenths of a point).
+  for split in (splits.train, splits.validation, splits.test):
+    share = np.bincount(split.labels, minlength=10) / len(split)
+    assert share.shape == (10,)
+    np.testing.assert_allclose(share, counts / counts.sum(), atol=0.01)
 
 
 def test_split_is_fixed_and_disjoint(splits, mnist_dir):
@@ -221,3 +227,26 @@ def test_batch_larger_than_split(mnist_dir):
 def test_bad_data_config(kwargs, message):
   with pytest.raises(ConfigError, match=message):
     data.DataConfig(**kwargs)
+
+
+def test_a_dataset_without_a_known_checksum_is_used_with_one_warning(
+    mnist_copy, caplog):
+  """Files of a dataset whose checksums are unknown (here MNIST's images
+  inverted, posing as KMNIST) are read, checked for format, and used with
+  one 'not verified' warning."""
+  for name in idx.IDX_FILES.values():
+    if 'images' in name:
+      _rewrite(mnist_copy / (name + '.gz'), lambda c: c[:16] + (
+          255 - np.frombuffer(c[16:], np.uint8)).tobytes())
+    else:  # other labels too, or they are MNIST's (and refused as such)
+      _rewrite(mnist_copy / (name + '.gz'), lambda c: c[:8] + (
+          (np.frombuffer(c[8:], np.uint8) + 1) % 10).astype(np.uint8)
+                                                    .tobytes())
+  with caplog.at_level('WARNING'):
+    loaded = data.load(data.DataConfig(dataset='kmnist'), str(mnist_copy))
+  assert len(loaded.train) == 55000
+  warnings = [r.getMessage() for r in caplog.records
+              if 'not verified' in r.getMessage()]
+  assert warnings == [
+      f"{mnist_copy}: no published checksum of Data.dataset='kmnist' is "
+      'known, so its files were checked for format only, not verified.']

@@ -156,7 +156,7 @@ def test_a_dilated_layer_runs_each_interleaved_subsequence():
   x = _sequences(steps=12)
   full = keras.Model(model.inputs, model.get_layer('undilate_0').output)(x)
   full = keras.ops.convert_to_numpy(full)
-  plain = keras.layers.GRU.from_config(
+  plain = type(rnn).from_config(
       dict(rnn.get_config(), return_sequences=True))
   plain.build((None, 4, 2))
   plain.set_weights(rnn.get_weights())
@@ -287,3 +287,19 @@ def test_the_best_checkpoint_holds_the_averaged_weights(tmp_path, mnist_dir):
     # ... in the rolling one, the live weights (which differ).
     live_differs += not np.array_equal(rolling[value], rolling[average])
   assert live_differs == len(averaged)
+
+
+def test_the_report_labels_runs_outside_the_classic_protocol():
+  from seqmnist import report  # pylint: disable=g-import-not-at-top
+  runs = [{'run': name, 'status': 'finished', 'bindings': {}, 'step': 10,
+           'wall_seconds': 1.0, 'processes': 1,
+           'results': {'test_accuracy': 0.9, 'best_val_accuracy': 0.9,
+                       'train_examples_per_second': 100.0, **extra}}
+          for name, extra in (('old', {}), ('last', {'readout': 'last'}),
+                              ('mean', {'readout': 'mean'}))]
+  table = report.markdown(runs, []).splitlines()
+  rows = {line.split(' | ')[0][2:]: line for line in table
+          if line.startswith('| old') or line.startswith('| last') or
+          line.startswith('| mean')}
+  assert 'not the classic protocol' not in rows['old'] + rows['last']
+  assert '90.00% (mean readout: not the classic protocol)' in rows['mean']

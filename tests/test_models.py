@@ -2,8 +2,13 @@
 
 No GPU exists on these machines, so the cuDNN kernel itself never runs here:
 the tests check our layers against the conditions Keras documents for it,
-and that each condition, broken alone, makes a layer ineligible.
+that each condition, broken alone, makes a layer ineligible, and that our
+predicate agrees with what Keras' TensorFlow backend dispatches when it is
+told a GPU is there (the GPU and the cuDNN call are mocked: the edge of what
+runs here).
 """
+
+import importlib
 
 import keras
 import numpy as np
@@ -39,6 +44,66 @@ def test_gated_layers_are_cudnn_eligible(cell):
 def test_each_documented_cudnn_condition_is_checked(cls, broken):
   assert models.cudnn_eligible(cls(4))  # Keras' defaults are eligible
   assert not models.cudnn_eligible(cls(4, **broken))
+
+
+class _Dispatched(Exception):
+  """Raised by the mocked cuDNN call: Keras chose the cuDNN kernel."""
+
+
+def _dispatches_to_cudnn(layer, monkeypatch) -> bool:
+  """Calls `layer` with Keras' TensorFlow backend believing a GPU is there
+  and the cuDNN kernels replaced by a recorder; True if Keras chose them."""
+  tf_rnn = importlib.import_module('keras.src.backend.tensorflow.rnn')
+  def dispatched(*args, **kwargs):
+    raise _Dispatched()
+  monkeypatch.setattr(tf_rnn, '_is_gpu_available', lambda: True)
+  monkeypatch.setattr(tf_rnn, '_cudnn_gru', dispatched)
+  monkeypatch.setattr(tf_rnn, '_cudnn_lstm', dispatched)
+  try:
+    layer(np.zeros((2, 3, 4), np.float32))
+  except _Dispatched:
+    return True
+  return False
+
+
+_KERAS_LAYERS = [
+    (keras.layers.GRU, {}),
+    (keras.layers.GRU, dict(reset_after=False)),
+    (keras.layers.GRU, dict(activation='relu')),
+    (keras.layers.GRU, dict(recurrent_activation='hard_sigmoid')),
+    (keras.layers.GRU, dict(recurrent_dropout=0.1)),
+    (keras.layers.GRU, dict(unroll=True)),
+    (keras.layers.GRU, dict(use_bias=False)),
+    (keras.layers.GRU, dict(use_cudnn=False)),
+    (keras.layers.LSTM, {}),
+    (keras.layers.LSTM, dict(activation='relu')),
+    (keras.layers.LSTM, dict(recurrent_activation='relu')),
+    (keras.layers.LSTM, dict(recurrent_dropout=0.1)),
+    (keras.layers.LSTM, dict(unroll=True)),
+    (keras.layers.LSTM, dict(use_bias=False)),
+    (keras.layers.LSTM, dict(use_cudnn=False)),
+]
+
+
+@pytest.mark.parametrize('cls, kwargs', _KERAS_LAYERS)
+def test_the_predicate_agrees_with_what_keras_dispatches(cls, kwargs,
+                                                         monkeypatch):
+  layer = cls(4, **kwargs)
+  assert models.cudnn_eligible(layer) == _dispatches_to_cudnn(layer,
+                                                              monkeypatch)
+
+
+@pytest.mark.parametrize('cell', ['gru', 'lstm'])
+@pytest.mark.parametrize('gate_init', ['default', 'chrono', 'uniform'])
+def test_keras_dispatches_our_layers_to_cudnn(cell, gate_init, monkeypatch):
+  """The layers a recipe builds, as a GPU run builds them (Keras'
+  implementation: on a GPU 'auto' never picks the fused op)."""
+  config = models.ModelConfig(cell=cell, units=4, layers=2,
+                              gate_init=gate_init, implementation='keras')
+  model = models.build(config, (3, 4), 10, seed=0)
+  for layer in models.recurrent_layers(model):
+    assert models.cudnn_eligible(layer)
+    assert _dispatches_to_cudnn(layer, monkeypatch), layer.name
 
 
 def test_a_plain_rnn_is_never_cudnn_eligible():
@@ -197,8 +262,9 @@ def test_split_gate_gru_is_keras_gru_bit_for_bit(gate_init):
   backward on the CPU): outputs and gradients are exactly Keras' own."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   ours = models.build(models.ModelConfig(cell='gru', units=16,
-                                         gate_init=gate_init), (28, 28), 10,
-                      seed=0)
+                                         gate_init=gate_init,
+                                         implementation='keras'), (28, 28),
+                      10, seed=0)
   layer = ours.get_layer('gru_0')
   assert isinstance(layer.cell, models.SplitGateGRUCell)
   assert models.cudnn_eligible(layer)

@@ -314,3 +314,53 @@ def test_resume_onto_another_number_of_workers(tmp_path, mnist_dir, reference,
   assert f'ckpt-{step} at step {step}' in text
   assert _results(model_dir)['replicas'] == then
   _assert_close_run(model_dir, reference)
+
+
+def _train_points(model_dir, tag='loss'):
+  """{step: value} of a train scalar, every event file of the run."""
+  from test_main import _tags  # pylint: disable=g-import-not-at-top
+  return {e.step: float(tf.make_ndarray(e.tensor_proto))
+          for e in _tags(model_dir / 'train').Tensors(tag)}
+
+
+def test_the_first_train_point_after_a_resume_averages_only_new_steps(
+    tmp_path, mnist_dir):
+  """Stopped at 35 and resumed, the point at 40 averages steps 36-40 (as an
+  uninterrupted run writing every 5 steps has it), not 31-40."""
+  base = (*FAST, 'Trainer.eval_every=100', 'Trainer.checkpoint_every=5',
+          'Trainer.steps_per_loop=5')
+  runs = {}
+  for name, summary_every, stops in (('every_10', 10, (40,)),
+                                     ('every_5', 5, (40,)),
+                                     ('resumed', 10, (35, 40))):
+    model_dir = tmp_path / name
+    for steps in stops:
+      result = run_cli('--gin_file=row.gin', f'--model_dir={model_dir}',
+                       f'--data_dir={mnist_dir}',
+                       *gin_params(*base, f'Trainer.steps={steps}',
+                                   f'Trainer.summary_every={summary_every}'))
+      assert result.returncode == 0, result.stderr[-3000:]
+    runs[name] = _train_points(model_dir)
+  assert sorted(runs['resumed']) == [10, 20, 30, 35, 40]
+  assert runs['resumed'][40] == pytest.approx(runs['every_5'][40], rel=1e-5)
+  assert runs['resumed'][40] != pytest.approx(runs['every_10'][40], rel=1e-3)
+
+
+def test_sigterm_finishes_only_the_call_in_flight(tmp_path, mnist_dir):
+  """With 50 steps per tf.function call, a SIGTERM right after the step-50
+  save stops at the end of the call in flight: step 50 or 100, no later."""
+  model_dir, log = tmp_path / 'run', tmp_path / 'stderr.log'
+  proc = start_cli('--gin_file=row.gin', f'--model_dir={model_dir}',
+                   f'--data_dir={mnist_dir}',
+                   *gin_params(*FAST, 'Trainer.steps_per_loop=50',
+                               'Trainer.summary_every=50',
+                               'Trainer.checkpoint_every=50',
+                               'Trainer.eval_every=100000',
+                               'Trainer.steps=100000'), log=log)
+  wait_for_line(log, 'ckpt-50', [proc])
+  proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=300) == PREEMPTED, log.read_text()[-3000:]
+  line = _one_line(log.read_text(), 'preempted')
+  step = int(re.search(r'checkpoint saved at step (\d+) of', line).group(1))
+  assert step in (50, 100), line
+  assert _latest(model_dir).endswith(f'ckpt-{step}')

@@ -13,9 +13,13 @@ import sys
 import time
 
 import pytest
+import tensorflow as tf
 
-from conftest import FAST, REPO, gin_params
-from test_main import _results
+from conftest import FAST, REPO, gin_params, run_cli
+from test_distribute import assert_float_weights_close
+from test_main import _results, _weights
+
+pytestmark = pytest.mark.ci_provides('the Slurm cluster')
 
 
 def _slurm_node_up():
@@ -60,7 +64,17 @@ def test_sbatch_two_tasks_train_together(tmp_path, mnist_dir):
             '2 replica(s)') in text, text[-2000:]
   results = _results(model_dir)
   assert results['replicas'] == 2 and results['global_step'] == 20
-  assert 0.1 < results['test_accuracy'] <= 1
+  # What one process trains from the same config, within float32 tolerance.
+  alone = tmp_path / 'alone'
+  single = run_cli('--gin_file=row.gin', f'--model_dir={alone}',
+                   f'--data_dir={mnist_dir}',
+                   *gin_params(*FAST, 'Trainer.steps=20',
+                               'Trainer.eval_every=20'))
+  assert single.returncode == 0, single.stderr[-3000:]
+  assert_float_weights_close(
+      _weights(tf.train.latest_checkpoint(str(model_dir / 'checkpoints'))),
+      _weights(tf.train.latest_checkpoint(str(alone / 'checkpoints'))),
+      at_least=5)
 
 
 def _job_field(job_id, field):
