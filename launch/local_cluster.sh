@@ -45,12 +45,26 @@ for ((i = 0; i < N; i++)); do
   pids+=($!)
 done
 echo "local_cluster: $N workers on $WORKERS, logs in $LOG_DIR"
-trap 'kill "${pids[@]}" 2>/dev/null' INT TERM
+stop_all() {  # TERM every worker (and CONT, so a stopped one receives it)
+  kill -TERM "${pids[@]}" 2>/dev/null; kill -CONT "${pids[@]}" 2>/dev/null
+  stopping_since=${stopping_since:-$SECONDS}
+}
+trap stop_all INT TERM
 
 status=0
 remaining=$N
+stopping_since=
 declare -A done_
 while [ "$remaining" -gt 0 ]; do
+  if [ -n "$stopping_since" ] && [ $((SECONDS - stopping_since)) -ge "$GRACE" ]; then
+    for ((i = 0; i < N; i++)); do
+      if [ -z "${done_[$i]:-}" ] && kill -0 "${pids[$i]}" 2>/dev/null; then
+        echo "local_cluster: worker $i did not stop within ${GRACE}s; killing it" >&2
+        kill -KILL "${pids[$i]}" 2>/dev/null
+      fi
+    done
+    stopping_since=$SECONDS  # wait for them to be reaped
+  fi
   for ((i = 0; i < N; i++)); do
     [ -n "${done_[$i]:-}" ] && continue
     if ! kill -0 "${pids[$i]}" 2>/dev/null; then

@@ -20,6 +20,7 @@ traceback) and exits with its `exit_code`; the launchers act on these codes
        already treat as retryable.
 """
 
+import os
 import sys
 
 EXIT_BAD_INPUT = 2
@@ -105,6 +106,13 @@ def exit_on_error(program: str, fn, *args):
     return fn(*args)
   except SeqmnistError as e:
     print(f'{program}: {e.label}: {first_line(e)}', file=sys.stderr)
+    if isinstance(e, WorkerLost):
+      # Nothing is left to save, and TensorFlow's teardown would wait on
+      # the lost worker (a stopped process keeps its connections open, and
+      # the coordination service's shutdown waits for it): leave now.
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(e.exit_code)  # pylint: disable=protected-access
     sys.exit(e.exit_code)
   except KeyboardInterrupt:  # Ctrl-C outside training's step boundaries
     print(f'{program}: interrupted: stopped by Ctrl-C; the newest checkpoint '

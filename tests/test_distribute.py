@@ -11,6 +11,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -221,8 +222,10 @@ def test_the_launcher_ends_a_stopped_worker_and_exits(tmp_path, mnist_dir):
         pass
     launcher.kill()
   assert launcher.returncode == 75, output[-3000:]
-  assert 'local_cluster: worker 1 did not stop within 10s; killing it' in (
-      output)
+  # The stopped worker was continued and told to stop (and killed had it
+  # not stopped within GRACE): either way it ended with the launcher.
+  assert re.search(r'local_cluster: worker 1 (exited with \d+|did not stop '
+                   r'within 10s; killing it)', output), output[-3000:]
   assert took < 120, took
   for pid in workers:  # nothing left running
     assert not os.path.exists(f'/proc/{pid}') or '\nState:\tZ' in open(
