@@ -203,6 +203,31 @@ void LbrBias(const Shape& s, const float* keras, float* out) {
   }
 }
 
+// The op's weights as the primitive `pd` reads them: the kernels in its
+// layout (reordered copies when it wants another) and oneDNN's four biases.
+// The Tensors hold the copies for the call's duration.
+struct Weights {
+  Tensor layer_copy, iter_copy, bias_copy;
+  memory layer, iter, bias;
+};
+
+void PrepareWeights(OpKernelContext* ctx, dnnl::stream& stream,
+                    const dnnl::primitive_desc_base& pd, const Shape& s,
+                    Weights* w) {
+  w->layer = InLayout(ctx, stream,
+                      Wrap(s.weights_layer(tag::ldigo), ctx->input(1)),
+                      Arg(pd, DNNL_ARG_WEIGHTS_LAYER), &w->layer_copy);
+  w->iter = InLayout(ctx, stream,
+                     Wrap(s.weights_iter(tag::ldigo), ctx->input(2)),
+                     Arg(pd, DNNL_ARG_WEIGHTS_ITER), &w->iter_copy);
+  auto status = ctx->allocate_temp(tensorflow::DT_FLOAT,
+                                   TensorShape({4 * s.units}), &w->bias_copy);
+  if (!status.ok()) throw dnnl::error(dnnl_out_of_memory, "allocate_temp");
+  LbrBias(s, ctx->input(3).flat<float>().data(),
+          w->bias_copy.flat<float>().data());
+  w->bias = Wrap(s.bias(), w->bias_copy);
+}
+
 class FusedRnnOp : public OpKernel {
  public:
   explicit FusedRnnOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -240,27 +265,18 @@ class FusedRnnOp : public OpKernel {
     Tensor* y;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(
         0, TensorShape({s.batch, s.time, s.units}), &y));
-    Tensor w_layer, w_iter, bias_t, scratch, *ws;
-    memory weights_layer = InLayout(
-        ctx, stream, Wrap(s.weights_layer(tag::ldigo), ctx->input(1)),
-        Arg(p.pd, DNNL_ARG_WEIGHTS_LAYER), &w_layer);
-    memory weights_iter = InLayout(
-        ctx, stream, Wrap(s.weights_iter(tag::ldigo), ctx->input(2)),
-        Arg(p.pd, DNNL_ARG_WEIGHTS_ITER), &w_iter);
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(
-        tensorflow::DT_FLOAT, TensorShape({4 * s.units}), &bias_t));
-    LbrBias(s, ctx->input(3).flat<float>().data(),
-            bias_t.flat<float>().data());
-    memory bias = Wrap(s.bias(), bias_t);
+    Tensor scratch, *ws;
+    Weights w;
+    PrepareWeights(ctx, stream, p.pd, s, &w);
     memory::desc ws_desc = Arg(p.pd, DNNL_ARG_WORKSPACE);
     OP_REQUIRES_OK(ctx, ctx->allocate_output(
         1, TensorShape({static_cast<int64_t>(training_ ? ws_desc.get_size()
                                                        : 0)}), &ws));
     std::unordered_map<int, memory> args = {
         {DNNL_ARG_SRC_LAYER, Wrap(s.src(), ctx->input(0))},
-        {DNNL_ARG_WEIGHTS_LAYER, weights_layer},
-        {DNNL_ARG_WEIGHTS_ITER, weights_iter},
-        {DNNL_ARG_BIAS, bias},
+        {DNNL_ARG_WEIGHTS_LAYER, w.layer},
+        {DNNL_ARG_WEIGHTS_ITER, w.iter},
+        {DNNL_ARG_BIAS, w.bias},
         {DNNL_ARG_DST_LAYER, Wrap(s.dst(), *y)},
         {DNNL_ARG_SCRATCHPAD, Temp(ctx, Arg(p.pd, DNNL_ARG_SCRATCHPAD), &scratch)},
     };
@@ -321,17 +337,9 @@ class FusedRnnGradOp : public OpKernel {
                 tensorflow::errors::InvalidArgument(
                     "SeqmnistFusedRnnGrad: the workspace is not the forward "
                     "training pass's of this shape"));
-    Tensor w_layer, w_iter, bias_t, scratch, dw_layer, dw_iter, dbias_t;
-    memory weights_layer = InLayout(
-        ctx, stream, Wrap(s.weights_layer(tag::ldigo), ctx->input(1)),
-        Arg(p.pd, DNNL_ARG_WEIGHTS_LAYER), &w_layer);
-    memory weights_iter = InLayout(
-        ctx, stream, Wrap(s.weights_iter(tag::ldigo), ctx->input(2)),
-        Arg(p.pd, DNNL_ARG_WEIGHTS_ITER), &w_iter);
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(
-        tensorflow::DT_FLOAT, TensorShape({4 * s.units}), &bias_t));
-    LbrBias(s, ctx->input(3).flat<float>().data(),
-            bias_t.flat<float>().data());
+    Tensor scratch, dw_layer, dw_iter, dbias_t;
+    Weights w;
+    PrepareWeights(ctx, stream, p.pd, s, &w);
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(
         tensorflow::DT_FLOAT, TensorShape({4 * s.units}), &dbias_t));
     dbias_t.flat<float>().setZero();
@@ -351,9 +359,9 @@ class FusedRnnGradOp : public OpKernel {
 
     std::unordered_map<int, memory> args = {
         {DNNL_ARG_SRC_LAYER, Wrap(s.src(), ctx->input(0))},
-        {DNNL_ARG_WEIGHTS_LAYER, weights_layer},
-        {DNNL_ARG_WEIGHTS_ITER, weights_iter},
-        {DNNL_ARG_BIAS, Wrap(s.bias(), bias_t)},
+        {DNNL_ARG_WEIGHTS_LAYER, w.layer},
+        {DNNL_ARG_WEIGHTS_ITER, w.iter},
+        {DNNL_ARG_BIAS, w.bias},
         {DNNL_ARG_DST_LAYER, Wrap(s.dst(), ctx->input(4))},
         {DNNL_ARG_WORKSPACE,
          memory(ws_desc, Engine(),
