@@ -27,7 +27,8 @@ def test_gated_layers_are_cudnn_eligible(cell):
   assert all(models.cudnn_eligible(layer) for layer in layers)
 
 
-@pytest.mark.parametrize('cls, broken', [
+# Each documented cuDNN condition, broken alone.
+_BROKEN = [
     (keras.layers.GRU, dict(reset_after=False)),
     (keras.layers.GRU, dict(activation='relu')),
     (keras.layers.GRU, dict(recurrent_activation='hard_sigmoid')),
@@ -40,7 +41,11 @@ def test_gated_layers_are_cudnn_eligible(cell):
     (keras.layers.LSTM, dict(recurrent_dropout=0.1)),
     (keras.layers.LSTM, dict(unroll=True)),
     (keras.layers.LSTM, dict(use_bias=False)),
-])
+    (keras.layers.LSTM, dict(use_cudnn=False)),
+]
+
+
+@pytest.mark.parametrize('cls, broken', _BROKEN)
 def test_each_documented_cudnn_condition_is_checked(cls, broken):
   assert models.cudnn_eligible(cls(4))  # Keras' defaults are eligible
   assert not models.cudnn_eligible(cls(4, **broken))
@@ -66,23 +71,8 @@ def _dispatches_to_cudnn(layer, monkeypatch) -> bool:
   return False
 
 
-_KERAS_LAYERS = [
-    (keras.layers.GRU, {}),
-    (keras.layers.GRU, dict(reset_after=False)),
-    (keras.layers.GRU, dict(activation='relu')),
-    (keras.layers.GRU, dict(recurrent_activation='hard_sigmoid')),
-    (keras.layers.GRU, dict(recurrent_dropout=0.1)),
-    (keras.layers.GRU, dict(unroll=True)),
-    (keras.layers.GRU, dict(use_bias=False)),
-    (keras.layers.GRU, dict(use_cudnn=False)),
-    (keras.layers.LSTM, {}),
-    (keras.layers.LSTM, dict(activation='relu')),
-    (keras.layers.LSTM, dict(recurrent_activation='relu')),
-    (keras.layers.LSTM, dict(recurrent_dropout=0.1)),
-    (keras.layers.LSTM, dict(unroll=True)),
-    (keras.layers.LSTM, dict(use_bias=False)),
-    (keras.layers.LSTM, dict(use_cudnn=False)),
-]
+# Keras' defaults (eligible), then each condition broken alone.
+_KERAS_LAYERS = [(keras.layers.GRU, {}), (keras.layers.LSTM, {}), *_BROKEN]
 
 
 @pytest.mark.parametrize('cls, kwargs', _KERAS_LAYERS)
