@@ -11,13 +11,13 @@ an optimizer or a step.
 """
 
 import dataclasses
-import re
 from typing import Optional
 
 import keras
 import tensorflow as tf
 
 from seqmnist import averaging
+from seqmnist import clipping
 from seqmnist import dashboard
 from seqmnist import data
 from seqmnist import distribute
@@ -164,5 +164,4 @@ def build(configs: Configs, strategy: tf.distribute.Strategy,
 
 def matching(variables, patterns):
   """The variables whose path matches one of the regexes."""
-  return [v for v in variables
-          if any(re.search(p, v.path) for p in patterns)]
+  return [v for v in variables if clipping.excluded(v.path, patterns)]
