@@ -77,6 +77,9 @@ def _failure(run: str) -> Optional[str]:
 def read_run(run: str) -> dict:
   """The run's bindings, status and figures."""
   run_dir = rundir.RunDir(run)
+  for split in rundir.EVENT_SPLITS:  # the table's wall time reads them too
+    if os.path.isdir(run_dir.events(split)):
+      _warn_if_truncated(run_dir.events(split))
   bindings = drift.saved_bindings(run_dir) or {}
   steps = bindings.get('Trainer.steps')
   results = run_dir.read_results()
@@ -255,7 +258,9 @@ def scalar_curve(run: str, split: str, tag: str):
   return sorted(points.items())
 
 
-_warned = set()
+# Event files already read through, keyed by (path, size, mtime): each is
+# read once per process however many curves come from it.
+_checked = set()
 
 
 def _warn_if_truncated(folder: str) -> None:
@@ -265,14 +270,18 @@ def _warn_if_truncated(folder: str) -> None:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   for name in sorted(os.listdir(folder)):
     path = os.path.join(folder, name)
-    if not name.startswith('events.out.tfevents.') or path in _warned:
+    if not name.startswith('events.out.tfevents.'):
       continue
+    info = os.stat(path)
+    key = (path, info.st_size, info.st_mtime_ns)
+    if key in _checked:
+      continue
+    _checked.add(key)
     records = 0
     try:
       for _ in tf.data.TFRecordDataset(path):
         records += 1
     except tf.errors.DataLossError:
-      _warned.add(path)
       logging.warning('%s is truncated after %d whole records (a process '
                       'killed while writing it, or a copy cut short): what '
                       'it held past them is missing from these figures.',
