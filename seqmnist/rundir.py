@@ -168,31 +168,14 @@ class RunDir:
   def lock(self) -> None:
     """Takes the run dir's lock, or raises UserError naming its holder.
 
-    An flock on `.lock`: the OS releases it when the process ends, however
-    it ends (SIGKILL included), so no stale lock survives a crash. Call
-    after `create`.
+    Call after `create`; see `take_lock`.
     """
-    path = self.join(LOCK)
-    try:  # O_NOFOLLOW: never write through a link planted as .lock
-      fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    except OSError as e:
-      if e.errno == errno.ELOOP:
-        self.check_no_links()
-      raise UserError(f'{self._flag}={self.path}: cannot open {path} '
-                      f'({e.strerror})') from e
     try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-      os.close(fd)
-      if e.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
-        raise
-      holder = _read_text(path).strip() or 'another process'
-      raise UserError(f'{self._flag}={self.path} is in use by {holder}; wait '
-                      'for it to end, or give another folder') from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f'seqmnist pid {os.getpid()} on {socket.gethostname()}\n'
-             .encode())
-    self._lock_fd = fd
+      self._lock_fd = take_lock(self.join(LOCK), f'{self._flag}={self.path}')
+    except UserError:
+      if os.path.islink(self.join(LOCK)):
+        self.check_no_links()
+      raise
 
   def unlock(self) -> None:
     if self._lock_fd is not None:
@@ -233,6 +216,35 @@ class RunDir:
 def _read_text(path: str) -> str:
   with open(path, encoding='utf-8', errors='replace') as f:
     return f.read()
+
+
+def take_lock(path: str, what: str) -> int:
+  """Takes an exclusive flock on `path` (created if absent) and writes the
+  holder (pid, host) into it; returns the open descriptor, whose closing
+  releases the lock. The OS releases it when the process ends, however it
+  ends (SIGKILL included), so no stale lock survives a crash.
+
+  Raises:
+    UserError: naming `what` and the holder, when another process has it,
+      or why the file cannot be opened (never through a symbolic link).
+  """
+  try:  # O_NOFOLLOW: never write through a link planted as the lock
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+  except OSError as e:
+    raise UserError(f'{what}: cannot open {path} ({e.strerror})') from e
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError as e:
+    os.close(fd)
+    if e.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+      raise
+    holder = _read_text(path).strip() or 'another process'
+    raise UserError(f'{what} is in use by {holder}; wait for it to end, or '
+                    'give another folder') from None
+  os.ftruncate(fd, 0)
+  os.write(fd, f'seqmnist pid {os.getpid()} on {socket.gethostname()}\n'
+           .encode())
+  return fd
 
 
 def current_umask() -> int:

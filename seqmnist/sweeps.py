@@ -39,6 +39,9 @@ from seqmnist.errors import UserError, first_line
 
 SWEEP_FILE = 'sweep.json'
 LOGS = 'logs'
+# Held (flock) by the sweep running the points locally: a second sweep on
+# the same folder is refused, rather than failing points the first runs.
+LOCK = rundir.LOCK
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,6 +281,14 @@ class LocalBackend:
   def run(self) -> int:
     """Returns the sweep's exit code: 0 all finished, 1 some failed, 130 or
     143 stopped by Ctrl-C or SIGTERM."""
+    lock = rundir.take_lock(os.path.join(self._runs_dir, LOCK),
+                            f'--runs_dir={self._runs_dir}')
+    try:
+      return self._run()
+    finally:
+      os.close(lock)
+
+  def _run(self) -> int:
     pending = []
     for point in self._sweep.points():
       if is_finished(self._runs_dir, point, self._steps[point.name]):

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -376,13 +377,16 @@ def test_a_gzip_bomb_is_not_inflated(mnist_copy, mnist_dir):
   assert growth_kib < 600 * 1024, growth_kib
 
 
-@pytest.mark.parametrize('kind', ['empty', 'missing', 'loop', 'file'])
+@pytest.mark.parametrize('kind', ['empty', 'missing', 'loop', 'dangling',
+                                  'file'])
 def test_a_data_dir_without_data_answers_at_once(tmp_path, kind):
   path = tmp_path / 'data'
   if kind == 'empty':
     path.mkdir()
   elif kind == 'loop':
     os.symlink(path, path)
+  elif kind == 'dangling':
+    os.symlink(tmp_path / 'moved_away', path)
   elif kind == 'file':
     path.write_text('x')
   started = time.time()
@@ -398,6 +402,8 @@ def test_a_data_dir_without_data_answers_at_once(tmp_path, kind):
       'missing': f'--data_dir={path} does not exist',
       'loop': (f'--data_dir={path} is a symbolic link that does not resolve '
                '(a loop, or its target is missing)'),
+      'dangling': (f'--data_dir={path} is a symbolic link that does not '
+                   'resolve (a loop, or its target is missing)'),
       'file': f'--data_dir={path} is a file, not a folder',
   }[kind]
   _fails_in_one_line(result, message)
@@ -510,6 +516,68 @@ def test_a_full_disk_during_a_save_is_one_line_and_a_rerun_resumes_exactly(
   _assert_same_run(roomy, finished[1])
 
 
+@pytest.fixture
+def read_only_checkpoints(tmp_path, mnist_dir):
+  """A run stopped at step 30 whose checkpoints/ is then mounted read-only
+  (a bind mount: root ignores file modes, not a read-only mount)."""
+  model_dir = _stopped_at_30(tmp_path, mnist_dir)
+  folder = str(model_dir / 'checkpoints')
+  made = subprocess.run(f'mount --bind {folder} {folder} && '
+                        f'mount -o remount,bind,ro {folder}', shell=True,
+                        capture_output=True, text=True, check=False)
+  if made.returncode:
+    subprocess.run(['umount', folder], check=False)
+    pytest.skip(f'cannot make a read-only bind mount (needs root): '
+                f'{made.stderr.strip()}')
+  try:
+    yield model_dir
+  finally:
+    subprocess.run(['umount', '-l', folder], check=False)
+
+
+def test_a_read_only_checkpoint_folder_is_one_line_and_a_rerun_resumes(
+    mnist_dir, finished, read_only_checkpoints):
+  model_dir = read_only_checkpoints
+  result = run_cli(*_args(model_dir, mnist_dir))
+  assert result.returncode == 2, result.stderr[-3000:]
+  line = _one_line(result.stderr, 'error')
+  assert re.fullmatch(
+      r'seqmnist: error: could not save the rolling checkpoint of step 40 in '
+      rf'{re.escape(str(model_dir))}/checkpoints: read-only file system; the '
+      r'newest intact checkpoint is kept: make room \(or fix the permission\)'
+      r' and rerun the same command to resume', line), line
+  assert not (model_dir / 'results.json').exists()
+  # Writable again, the same command resumes to the uninterrupted run's end.
+  subprocess.run(['umount', str(model_dir / 'checkpoints')], check=True)
+  rerun = run_cli(*_args(model_dir, mnist_dir))
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert 'Resumed from' in rerun.stderr
+  _assert_same_run(model_dir, finished[1])
+
+
+def test_a_model_dir_in_a_folder_that_denies_writing_is_one_line(
+    tmp_path, mnist_dir):
+  """A read-only mount (root ignores file modes, not that): refused before
+  anything is read or written, naming the folder."""
+  parent = tmp_path / 'read_only'
+  parent.mkdir()
+  made = subprocess.run(f'mount --bind {parent} {parent} && '
+                        f'mount -o remount,bind,ro {parent}', shell=True,
+                        capture_output=True, text=True, check=False)
+  if made.returncode:
+    subprocess.run(['umount', str(parent)], check=False)
+    pytest.skip(f'cannot make a read-only bind mount (needs root): '
+                f'{made.stderr.strip()}')
+  try:
+    model_dir = parent / 'runs' / 'run'
+    result = run_cli(*_args(model_dir, mnist_dir))
+    _fails_in_one_line(result, f'--model_dir={model_dir} is not writable '
+                       f'({parent} denies write access)')
+    assert os.listdir(parent) == []
+  finally:
+    subprocess.run(['umount', '-l', str(parent)], check=False)
+
+
 def _tool(module, *args):
   return subprocess.run([sys.executable, '-m', module, *args],
                         capture_output=True, text=True, timeout=600,
@@ -583,6 +651,42 @@ def test_a_killed_sweep_stops_its_running_point(tmp_path, mnist_dir):
       f'/proc/{child[0]}/status').read(), 'the point is still training'
   text = point_log.read_text()
   assert 'seqmnist: preempted: checkpoint saved at step' in text, text[-2000:]
+
+
+def test_a_second_sweep_on_the_same_folder_is_refused_naming_the_first(
+    tmp_path, mnist_dir):
+  """The sweep folder's lock: the second identical sweep fails at once with
+  one line naming the first one's pid, and neither runs nor logs a point."""
+  runs = tmp_path / 'sweep'
+  command = [sys.executable, '-m', 'seqmnist.sweep', '--gin_file=row.gin',
+             f'--runs_dir={runs}', f'--data_dir={mnist_dir}',
+             *gin_params(*FAST, 'Trainer.steps=100000',
+                         'Trainer.checkpoint_every=10'),
+             '--sweep=Trainer.seed=0']
+  log = tmp_path / 'first.log'
+  with open(log, 'w') as out:
+    first = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                             cwd=REPO)
+  try:
+    point_log = runs / 'logs' / 'Trainer.seed=0.log'
+    deadline = time.time() + 300
+    while time.time() < deadline and not (
+        point_log.exists() and 'Saved checkpoint' in point_log.read_text()):
+      assert first.poll() is None, log.read_text()[-3000:]
+      time.sleep(0.2)
+    logged = point_log.read_text()
+    second = subprocess.run(command, capture_output=True, text=True,
+                            timeout=300, cwd=REPO, check=False)
+    _fails_in_one_line(
+        second, f'--runs_dir={runs} is in use by seqmnist pid {first.pid} on '
+        f'{socket.gethostname()}; wait for it to end, or give another folder',
+        program='seqmnist.sweep')
+    assert point_log.read_text().startswith(logged)
+    assert first.poll() is None, 'the first sweep was disturbed'
+  finally:
+    first.send_signal(signal.SIGTERM)
+    first.wait(timeout=300)
+  assert first.returncode == 143, log.read_text()[-3000:]
 
 
 def _png(path, width, height):
