@@ -10,7 +10,10 @@ within each repetition, and the table reports medians. Variants:
 
   ours             the real trainer (`train_and_evaluate` from the task's gin
                    file): summaries and a checkpoint inside the timed span;
-                   the first loop (tracing) and validation/test excluded
+                   the first loop (tracing) and validation/test excluded;
+                   Model.implementation='auto' (models.uses_fused decides)
+  ours_keras       ours with Model.implementation='keras' (Keras' step loop)
+  ours_fused       ours with Model.implementation='fused' (the oneDNN op)
   keras_fit        the same model, optimizer (schedule, `clipnorm`) and batch
                    through `model.compile` + `model.fit` as a user writes
                    them: defaults, so jit_compile='auto' (XLA on a CPU), no
@@ -49,13 +52,15 @@ import time
 
 from absl import flags
 
+from seqmnist import cells
 from seqmnist import cli
 from seqmnist.bench_variants import Spec, measure, step_matmul_gflops
 
 VARIANTS = {
     'ours': 'our trainer (real loop: summaries, checkpoint), '
-            "Model.implementation='auto': the fused op on a CPU",
+            "Model.implementation='auto' (models.uses_fused)",
     'ours_keras': "ours, Model.implementation='keras' (Keras' step loop)",
+    'ours_fused': "ours, Model.implementation='fused' (the oneDNN op)",
     'keras_fit': 'Keras model.fit, same model/optimizer/batch, defaults',
     'keras_fit_no_xla': 'Keras model.fit, jit_compile=False',
     'torch': 'PyTorch reference, same model/update',
@@ -73,7 +78,10 @@ TASKS = {
 }
 
 _TASKS = flags.DEFINE_list('tasks', ['row', 'pixel'], 'Tasks: row, pixel.')
-_CELLS = flags.DEFINE_list('cells', ['gru'], 'Cells: gru, lstm.')
+# The cells with a PyTorch counterpart (cells.py) the reference can run.
+BENCH_CELLS = tuple(c for c in cells.names() if cells.get(c).torch)
+_CELLS = flags.DEFINE_list('cells', ['gru'], 'Cells: ' + ', '.join(
+    BENCH_CELLS) + '.')
 _UNITS = flags.DEFINE_integer('units', 128, 'Recurrent units.')
 _BATCH = flags.DEFINE_integer('batch_size', 128, 'Global batch size.')
 _STEPS = flags.DEFINE_integer('steps', 0, 'Measured steps per run; 0 = the '
@@ -107,7 +115,7 @@ def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
 def train_flops_per_example(task: str, cell: str, units: int) -> float:
   """3x the forward matmul FLOPs (forward + backward) per example."""
   steps, features = {'row': (28, 28), 'pixel': (784, 1)}[task]
-  gates = {'gru': 3, 'lstm': 4}[cell]
+  gates = cells.get(cell).gates
   forward = steps * 2 * gates * (features * units + units * units)
   forward += 2 * units * 10
   return 3.0 * forward
@@ -161,23 +169,23 @@ def _median(values):
   return statistics.median(values) if values else None
 
 
-def run(tasks, cells, variants, units, batch_size, steps, repeats, data_dir,
-        log=print) -> dict:
+def run(tasks, cell_names, variants, units, batch_size, steps, repeats,
+        data_dir, log=print) -> dict:
   """Runs every (task, cell, variant) `repeats` times, alternating."""
   specs = []
   for task in tasks:
     per_loop, default_steps = TASKS[task]
     n = steps or default_steps
     per_loop = min(per_loop, n)
-    for cell in cells:
+    for cell in cell_names:
       for variant in variants:
         specs.append(Spec(variant, task, cell, units, batch_size, n, per_loop,
                           data_dir))
   runs = {s: [] for s in specs}
-  peaks, step_peaks = [], {cell: [] for cell in cells}
+  peaks, step_peaks = [], {cell: [] for cell in cell_names}
   for r in range(repeats):
     peaks.append(matmul_gflops())
-    for cell in cells:
+    for cell in cell_names:
       step_peaks[cell].append(step_matmul_gflops(cell, units, batch_size))
     for spec in specs:
       result = _run_worker(spec)
@@ -203,7 +211,7 @@ def run(tasks, cells, variants, units, batch_size, steps, repeats, data_dir,
     })
   rooflines = []
   for task in tasks:
-    for cell in cells:
+    for cell in cell_names:
       gflops = _median(step_peaks[cell])
       rooflines.append({
           'task': task, 'cell': cell, 'step_matmul_gflops': gflops,
@@ -250,9 +258,8 @@ def markdown(report: dict) -> str:
     lines.append(f'| {r["task"]} | {r["cell"]} | {r["variant"]} | ' +
                  ' | '.join(cells) + ' |')
   derived = []
-  for (task, cell, variant), r in by_key.items():
-    if variant != 'ours':
-      continue
+  pairs = list(dict.fromkeys((task, cell) for task, cell, _ in by_key))
+  for task, cell in pairs:
     get = lambda v, t=task, c=cell: by_key.get((t, c, v), {}).get(  # pylint: disable=g-long-lambda
         'examples_per_second')
     pipe, mem = get('core_pipeline'), get('core_in_memory')
@@ -260,15 +267,15 @@ def markdown(report: dict) -> str:
       derived.append(f'- {task} {cell}: input pipeline overhead '
                      f'{100 * (1 - pipe / mem):.1f}% (core_pipeline vs '
                      'core_in_memory)')
-    for other, what in (('ours_keras', "ours (auto) vs Model.implementation="
-                         "'keras'"),
-                        ('steps_per_loop_1', 'steps_per_loop many vs 1'),
-                        ('jit', 'XLA on vs off'), ('bf16', 'bf16 vs float32')):
-      if get(other) and r['examples_per_second']:
-        a, b = ((r['examples_per_second'], get(other)) if other in
-                ('steps_per_loop_1', 'ours_keras') else
-                (get(other), r['examples_per_second']))
-        derived.append(f'- {task} {cell}: {what}: {_ratio(a, b)}')
+    # (numerator, denominator, what the ratio says)
+    for top, bottom, what in (
+        ('ours_fused', 'ours_keras', "the fused op vs Keras' layers"),
+        ('ours', 'ours_keras', "ours (auto) vs Model.implementation='keras'"),
+        ('ours', 'steps_per_loop_1', 'steps_per_loop many vs 1'),
+        ('jit', 'ours', 'XLA on vs off'), ('bf16', 'ours', 'bf16 vs float32')):
+      if get(top) and get(bottom):
+        derived.append(f'- {task} {cell}: {what}: '
+                       f'{_ratio(get(top), get(bottom))}')
   for roof in report.get('rooflines', []):
     derived.append(
         f'- {roof["task"]} {roof["cell"]}: roofline '
@@ -288,24 +295,26 @@ def main(argv):
     print(RESULT_PREFIX + json.dumps(measure(spec)), flush=True)
     return
   if _SMOKE.value:
-    tasks, cells, units, batch, steps, repeats = ['row'], ['gru'], 8, 32, 4, 1
+    tasks, cell_names, units, batch = ['row'], ['gru'], 8, 32
+    steps, repeats = 4, 1
   else:
-    tasks, cells, units, batch = _TASKS.value, _CELLS.value, _UNITS.value, \
-        _BATCH.value
+    tasks, cell_names = _TASKS.value, _CELLS.value
+    units, batch = _UNITS.value, _BATCH.value
     steps, repeats = _STEPS.value, _REPEATS.value
   bad = ([t for t in tasks if t not in TASKS] +
-         [c for c in cells if c not in ('gru', 'lstm')] +
+         [c for c in cell_names if c not in BENCH_CELLS] +
          [v for v in _VARIANTS.value if v not in VARIANTS])
   if bad:
     sys.exit(f'seqmnist.bench: error: unknown task, cell or variant '
-             f'{bad[0]!r}; tasks: {", ".join(TASKS)}; cells: gru, lstm; '
+             f'{bad[0]!r}; tasks: {", ".join(TASKS)}; cells: '
+             f'{", ".join(BENCH_CELLS)}; '
              f'variants: {", ".join(VARIANTS)}')
   for name, value in (('units', units), ('batch_size', batch),
                       ('repeats', repeats)):
     if value < 1:
       sys.exit(f'seqmnist.bench: error: --{name}={value} must be >= 1')
-  report = run(tasks, cells, _VARIANTS.value, units, batch, steps, repeats,
-               _DATA_DIR.value, log=lambda s: print(s, file=sys.stderr))
+  report = run(tasks, cell_names, _VARIANTS.value, units, batch, steps,
+               repeats, _DATA_DIR.value, log=lambda s: print(s, file=sys.stderr))
   table = markdown(report)
   print(table)
   from seqmnist import rundir  # pylint: disable=g-import-not-at-top

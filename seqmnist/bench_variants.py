@@ -10,6 +10,8 @@ import dataclasses
 import tempfile
 import time
 
+from seqmnist import cells
+
 # Each task's shipped gin file.
 TASK_GIN_FILES = {'row': 'row.gin', 'pixel': 'pixel.gin'}
 
@@ -146,9 +148,10 @@ def _measure_torch(spec: Spec) -> dict:
   y = torch.from_numpy(splits.train.labels[:n].astype('int64')).to(device)
   steps_, features = data_config.sequence_shape
   del steps_
-  rnn_class = {'gru': torch.nn.GRU, 'lstm': torch.nn.LSTM}[spec.cell]
+  rnn_class = getattr(torch.nn, cells.get(spec.cell).torch)
   rnn = rnn_class(features, spec.units, batch_first=True).to(device)
-  head = torch.nn.Linear(spec.units, data.NUM_CLASSES).to(device)
+  head = torch.nn.Linear(spec.units,
+                         data_config.spec.num_classes).to(device)
   lr = 1e-3
   optimizer = torch.optim.RMSprop([*rnn.parameters(), *head.parameters()],
                                   lr=lr, alpha=0.9, eps=1e-7)
@@ -187,7 +190,7 @@ def bare_recurrence(cell: str, units: int, features: int, seed: int = 0):
   reset_after [z, r, h] with a recurrent bias, LSTM [i, f, c, o]), a dense
   head on the last output, softmax cross-entropy."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  gates = {'gru': 3, 'lstm': 4}[cell]
+  gates = cells.get(cell).gates
   init = tf.keras.initializers.GlorotUniform(seed)
   kernel = tf.Variable(init([features, gates * units]))
   recurrent = tf.Variable(tf.keras.initializers.Orthogonal(seed)(
@@ -270,7 +273,7 @@ def step_matmul_gflops(cell: str, units: int, batch_size: int,
   """float32 GFLOP/s of the recurrent step's own matmul, [batch, units] x
   [units, gates * units], chained as the recurrence chains it."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  gates = {'gru': 3, 'lstm': 4}[cell]
+  gates = cells.get(cell).gates
   a = tf.random.normal([batch_size, units])
   b = tf.random.normal([units, gates * units]) / units
   back = tf.random.normal([gates * units, units]) / units
@@ -294,6 +297,11 @@ def measure(spec: Spec) -> dict:
     return _measure_trainer(spec)
   if spec.variant == 'ours_keras':
     return _measure_trainer(spec, **{'Model.implementation': "'keras'"})
+  if spec.variant == 'ours_fused':
+    from seqmnist import fused  # pylint: disable=g-import-not-at-top
+    if not fused.available():
+      return {'skipped': f'the fused op is not available: {fused.why()}'}
+    return _measure_trainer(spec, **{'Model.implementation': "'fused'"})
   if spec.variant == 'steps_per_loop_1':
     return _measure_trainer(dataclasses.replace(spec, steps_per_loop=1))
   if spec.variant == 'jit':

@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 
 from seqmnist import averaging
+from seqmnist import cells
 from seqmnist import clipping
 from seqmnist import dashboard
 from seqmnist import data
@@ -77,7 +78,7 @@ class Configs:
     fit, before anything is written.
     """
     steps, features = self.data.sequence_shape
-    gates = {'gru': 3, 'lstm': 4, 'simple': 1}[self.model.cell]
+    gates = cells.get(self.model.cell).gates
     units, layers = self.model.units, self.model.layers
     params = layers * gates * (max(features, units) * units + units * units
                                + 2 * units)
@@ -133,7 +134,7 @@ def build_model(configs: Configs) -> keras.Model:
   if configs.trainer.jit_compile:
     model_config = dataclasses.replace(model_config, implementation='keras')
   return models.build(model_config, configs.data.sequence_shape,
-                      data.NUM_CLASSES, seed=configs.trainer.seed)
+                      configs.data.spec.num_classes, seed=configs.trainer.seed)
 
 
 def build(configs: Configs, strategy: tf.distribute.Strategy,

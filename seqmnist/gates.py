@@ -12,16 +12,14 @@
 
 Only bias values change, so a layer stays cuDNN-eligible under every scheme.
 
-Where the "forget gate" is in Keras' layouts:
-  LSTM  bias (4u,): [input i | forget f | candidate c | output o].
-  GRU   reset_after=True bias (2, 3u): row 0 the input bias, row 1 the
-        recurrent one (they add), each [update z | reset r | candidate h];
-        h_t = z * h_{t-1} + (1 - z) * candidate, so z keeps memory: its input
-        bias takes the forget-gate value, its recurrent bias stays 0.
+Where the "forget gate" is in a cell's bias is the cell's own knowledge
+(`Cell.set_forget_bias`, cells.py: GRU's update gate, LSTM's forget gate).
 """
 
 import keras
 import numpy as np
+
+from seqmnist import cells
 
 SCHEMES = ('default', 'chrono', 'uniform')
 
@@ -46,7 +44,7 @@ class GateBias(keras.initializers.Initializer):
 
   def __init__(self, cell: str, scheme: str, sequence_length: int,
                seed: int):
-    if cell not in ('gru', 'lstm') or scheme not in SCHEMES[1:]:
+    if scheme not in SCHEMES[1:] or cells.get(cell).set_forget_bias is None:
       raise ValueError(f'GateBias({cell!r}, {scheme!r}) is not supported')
     self.cell = cell
     self.scheme = scheme
@@ -56,16 +54,10 @@ class GateBias(keras.initializers.Initializer):
   def __call__(self, shape, dtype=None):
     rng = np.random.default_rng(self.seed)
     bias = np.zeros(shape, np.float32)
-    if self.cell == 'lstm':  # (4u,)
-      units = shape[0] // 4
-      f = forget_bias(self.scheme, units, self.sequence_length, rng)
-      bias[units:2 * units] = f
-      if self.scheme == 'chrono':
-        bias[:units] = -f
-    else:  # GRU reset_after: (2, 3u)
-      units = shape[1] // 3
-      bias[0, :units] = forget_bias(self.scheme, units,
-                                    self.sequence_length, rng)
+    units = shape[-1] // cells.get(self.cell).gates
+    cells.get(self.cell).set_forget_bias(
+        bias, forget_bias(self.scheme, units, self.sequence_length, rng),
+        self.scheme)
     return keras.ops.convert_to_tensor(bias, dtype=dtype or 'float32')
 
   def get_config(self):

@@ -20,9 +20,12 @@ import gin
 import keras
 import tensorflow as tf
 
+from seqmnist import cells
 from seqmnist import dropout as dropout_lib
 from seqmnist import fused
 from seqmnist import gates
+# Imported for its side effect: registering the layers' Keras classes.
+from seqmnist import rnn_layers  # pylint: disable=unused-import
 from seqmnist import validators
 from seqmnist.errors import ConfigError
 
@@ -39,16 +42,9 @@ MAX_LAYERS = 64
 # classic protocol of these tasks), the mean over time, or both.
 READOUTS = ('last', 'mean', 'last_mean')
 MAX_DILATION = 1024
-# How a GRU/LSTM layer runs on the CPU: 'auto' (the fused oneDNN op when it
-# loaded and no GPU is visible, else Keras'), 'keras', or 'fused'.
+# How a GRU/LSTM layer runs on the CPU: 'auto' (see uses_fused), 'keras',
+# or 'fused'.
 IMPLEMENTATIONS = ('auto', 'keras', 'fused')
-
-CELLS = {
-    'gru': keras.layers.GRU,
-    'lstm': keras.layers.LSTM,
-    'simple': keras.layers.SimpleRNN,
-}
-
 
 @gin.configurable('Model')
 @dataclasses.dataclass(frozen=True)
@@ -56,8 +52,9 @@ class ModelConfig:
   """The network.
 
   Attributes:
-    cell: 'gru', 'lstm', or 'simple' (a plain tanh RNN, kept to reproduce the
-      vanishing-gradient failure of "Tensorflow Day25").
+    cell: a registered cell (cells.py): 'gru', 'lstm', or 'simple' (a plain
+      tanh RNN, kept to reproduce the vanishing-gradient failure of
+      "Tensorflow Day25").
     units: hidden units of each recurrent layer.
     layers: number of stacked recurrent layers.
     batch_norm: a BatchNormalization between the last RNN output and the head
@@ -90,9 +87,10 @@ class ModelConfig:
       et al. 2017, Dilated RNN); every layer stays cuDNN-eligible.
     implementation: how GRU/LSTM layers run without a GPU: 'fused' (the
       whole layer as one oneDNN op, fused.py), 'keras' (Keras' step loop),
-      or 'auto' (fused when it loaded and no GPU is visible; on a GPU,
-      Keras' layer, which picks cuDNN). The variables are the same either
-      way, so a run may switch on resume.
+      or 'auto' (fused when it loaded, no GPU is visible and the process
+      has one thread, where it measured faster; else Keras' layer, which
+      picks cuDNN on a GPU). The variables are the same either way, so a
+      run may switch on resume.
   """
   cell: str = 'gru'
   units: int = 128
@@ -110,15 +108,15 @@ class ModelConfig:
 
   def __post_init__(self):
     validators.check_choice('Model.precision', self.precision, PRECISIONS)
-    validators.check_choice('Model.cell', self.cell, CELLS)
+    cell = cells.get(self.cell)  # a registered cell (cells.py)
     validators.check_int('Model.units', self.units, minimum=1,
                          maximum=MAX_UNITS)
     validators.check_int('Model.layers', self.layers, minimum=1,
                          maximum=MAX_LAYERS)
     validators.check_choice('Model.gate_init', self.gate_init, gates.SCHEMES)
-    if self.gate_init != 'default' and self.cell == 'simple':
+    if self.gate_init != 'default' and cell.set_forget_bias is None:
       raise ConfigError(f'Model.gate_init={self.gate_init!r} needs gates; '
-                        "Model.cell='simple' has none (use 'default')")
+                        f"Model.cell={self.cell!r} has none (use 'default')")
     validators.check_bool('Model.batch_norm', self.batch_norm)
     for name in ('input_dropout', 'output_dropout'):
       validators.check_number(f'Model.{name}', getattr(self, name), minimum=0,
@@ -146,13 +144,24 @@ class ModelConfig:
           "initializer name such as 'orthogonal' or 'glorot_uniform'") from e
 
 
+# 'auto' runs the fused op only on one thread: measured in the trainer
+# (`python -m seqmnist.bench`, docs/benchmarks.md), pixel GRU 128 at one
+# thread per process ran 1.26x Keras' layer (320 vs 255 examples/s), while
+# with two threads Keras' layer was faster on every row/pixel x GRU/LSTM row
+# (the op 0.62x-0.99x): oneDNN 3.2's f32 RNN is its reference
+# implementation, and its threads compete with TensorFlow's.
+FUSED_AUTO_MAX_THREADS = 1
+
+
 def uses_fused(config: ModelConfig) -> bool:
-  """Whether this config's GRU/LSTM layers run the fused op.
+  """Whether this config's GRU/LSTM layers run the fused op: 'fused', or
+  'auto' on a CPU-only machine when the process has one thread
+  (`fused.thread_budget`, e.g. TF_NUM_INTRAOP_THREADS=1: runs side by side).
 
   Raises:
     ConfigError: 'fused' was asked for and the op is not available.
   """
-  if config.implementation == 'keras' or config.cell == 'simple':
+  if config.implementation == 'keras' or not cells.get(config.cell).fused:
     return False
   if config.precision != 'float32':  # the op computes in float32 only
     if config.implementation == 'fused':
@@ -160,14 +169,15 @@ def uses_fused(config: ModelConfig) -> bool:
                         f'Model.precision={config.precision!r} needs '
                         "'keras' or 'auto'")
     return False
+  if config.implementation == 'auto' and (
+      fused.thread_budget() > FUSED_AUTO_MAX_THREADS or
+      tf.config.list_physical_devices('GPU')):
+    return False
   if not fused.available():
     if config.implementation == 'fused':
       raise ConfigError(f"Model.implementation='fused' but {fused.why()}")
     _say_once('keras', f'Keras layers, not the fused op: {fused.why()}',
               logging.warning)
-    return False
-  if config.implementation == 'auto' and tf.config.list_physical_devices(
-      'GPU'):
     return False
   _say_once('fused', 'GRU/LSTM layers run as one fused oneDNN op each '
             '(Model.implementation).')
@@ -245,27 +255,21 @@ def build(config: ModelConfig, sequence_shape, num_classes: int,
 def _rnn_layer(config, index, seed, sequence_length, return_sequences,
                dtype, use_fused=False):
   layer_seed = seed + 100 * index
-  kwargs = dict(
-      units=config.units,
-      return_sequences=return_sequences,
-      dtype=dtype,
-      kernel_initializer=keras.initializers.GlorotUniform(seed=layer_seed),
-      recurrent_initializer=keras.initializers.Orthogonal(seed=layer_seed + 1),
-      name=f'{config.cell}_{index}')
-  if config.cell == 'simple':
-    return keras.layers.SimpleRNN(activation='tanh', **kwargs)
-  # The cuDNN-eligible configuration; these are Keras' defaults, spelled out
-  # so that a change of default cannot silently move us off the fused kernel.
-  kwargs.update(activation='tanh', recurrent_activation='sigmoid',
-                use_bias=True, dropout=0.0, recurrent_dropout=0.0,
-                unroll=False, use_cudnn='auto')
-  if config.gate_init != 'default':
-    kwargs['bias_initializer'] = gates.GateBias(
-        config.cell, config.gate_init, sequence_length, seed=layer_seed + 2)
-  if config.cell == 'gru':
-    return SplitGateGRU(reset_after=True, fused=use_fused, **kwargs)
-  return FusedLSTM(unit_forget_bias=config.gate_init == 'default',
-                   fused=use_fused, **kwargs)
+  cell = cells.get(config.cell)
+  bias_initializer = gates.GateBias(
+      config.cell, config.gate_init, sequence_length,
+      seed=layer_seed + 2) if config.gate_init != 'default' else None
+  return cell.layer(cells.Layer(
+      arguments=dict(
+          units=config.units,
+          return_sequences=return_sequences,
+          dtype=dtype,
+          kernel_initializer=keras.initializers.GlorotUniform(seed=layer_seed),
+          recurrent_initializer=keras.initializers.Orthogonal(
+              seed=layer_seed + 1),
+          name=f'{config.cell}_{index}'),
+      gate_init=config.gate_init, bias_initializer=bias_initializer,
+      fused=use_fused and bool(cell.fused)))
 
 
 def recurrent_layers(model: keras.Model):
@@ -286,107 +290,6 @@ def cudnn_eligible(layer) -> bool:
           cell.recurrent_activation is keras.activations.sigmoid and
           not cell.recurrent_dropout and not layer.unroll and cell.use_bias and
           layer.use_cudnn in ('auto', True))
-
-
-@keras.saving.register_keras_serializable(package='seqmnist')
-class SplitGateGRUCell(keras.layers.GRUCell):
-  """Keras' GRUCell with its gates split by `ops.split` instead of slicing.
-
-  Keras' step (implementation 2, reset_after) takes the three recurrent gate
-  blocks as slices `matrix_inner[:, :units]`, ...; the gradient of each slice
-  is a StridedSliceGrad that writes a zero-padded [batch, 3 * units] tensor,
-  three per time step. Profiled on the row task, those were a quarter of the
-  step's op time (docs/benchmarks.md, issue 16). `split` has a concat as
-  gradient instead. The values are the same (slicing and splitting copy the
-  same numbers; adding the zero padding is exact): outputs and gradients are
-  bit for bit Keras' (tests/test_models.py). Only the generic step changes:
-  on a GPU the layer still runs cuDNN's kernel, which never calls the cell.
-  Configurations this step does not cover (dropout, reset_after=False,
-  implementation 1) run Keras' own.
-  """
-
-  def call(self, inputs, states, training=False):
-    if (not self.reset_after or not self.use_bias or self.implementation != 2
-        or (training and (self.dropout or self.recurrent_dropout))):
-      return super().call(inputs, states, training=training)
-    nested = isinstance(states, (list, tuple))
-    h_tm1 = states[0] if nested else states
-    input_bias, recurrent_bias = keras.ops.unstack(self.bias, 2, axis=0)
-    x_z, x_r, x_h = keras.ops.split(
-        keras.ops.add(keras.ops.matmul(inputs, self.kernel), input_bias), 3,
-        axis=-1)
-    r_z, r_r, r_h = keras.ops.split(
-        keras.ops.matmul(h_tm1, self.recurrent_kernel) + recurrent_bias, 3,
-        axis=-1)
-    z = self.recurrent_activation(x_z + r_z)
-    r = self.recurrent_activation(x_r + r_r)
-    candidate = self.activation(x_h + r * r_h)
-    h = z * h_tm1 + (1 - z) * candidate
-    return h, ([h] if nested else h)
-
-
-class _Fusable:
-  """A Keras GRU/LSTM layer that, with `fused=True`, trains with the whole
-  sequence as the fused oneDNN op (fused.py) when the call is one the op
-  covers: float32, zero initial state, no mask, forwards, no dropout, not
-  stateful, no returned state. Its variables are Keras' own, untouched.
-
-  Inference (training=False: validation, test, the dashboard) runs Keras'
-  step, as an export serves it, so a run's test accuracy is the one its
-  SavedModel reproduces, image for image."""
-
-  _fused_cell = ''
-
-  def _init_fused(self, fused_):
-    self.fused = bool(fused_)
-
-  def _fused_covers(self, sequences, initial_state, mask, training):
-    cell = self.cell
-    return (self.fused and training and initial_state is None and
-            mask is None and
-            not self.go_backwards and not self.stateful and
-            not self.return_state and not cell.dropout and
-            not cell.recurrent_dropout and self.compute_dtype == 'float32'
-            and cell.activation is keras.activations.tanh and
-            cell.recurrent_activation is keras.activations.sigmoid and
-            cell.use_bias and len(sequences.shape) == 3)
-
-  def call(self, sequences, initial_state=None, mask=None, training=False):
-    if not self._fused_covers(sequences, initial_state, mask, training):
-      return super().call(sequences, initial_state=initial_state, mask=mask,
-                          training=training)
-    cell = self.cell
-    outputs = fused.rnn(self._fused_cell, sequences, cell.kernel.value,
-                        cell.recurrent_kernel.value, cell.bias.value,
-                        training=True)
-    return outputs if self.return_sequences else outputs[:, -1]
-
-  def get_config(self):
-    return dict(super().get_config(), fused=self.fused)
-
-
-@keras.saving.register_keras_serializable(package='seqmnist')
-class SplitGateGRU(_Fusable, keras.layers.GRU):
-  """keras.layers.GRU whose generic (non-cuDNN) step is SplitGateGRUCell's,
-  or with `fused=True` the fused op; the same weights, layout, cuDNN
-  eligibility and checkpoint paths."""
-  _fused_cell = 'gru'
-
-  def __init__(self, *args, fused=False, **kwargs):  # pylint: disable=redefined-outer-name
-    super().__init__(*args, **kwargs)
-    self.cell = SplitGateGRUCell.from_config(self.cell.get_config())
-    self._init_fused(fused and self.cell.reset_after)
-
-
-@keras.saving.register_keras_serializable(package='seqmnist')
-class FusedLSTM(_Fusable, keras.layers.LSTM):
-  """keras.layers.LSTM, or with `fused=True` the fused op; the same
-  weights, layout, cuDNN eligibility and checkpoint paths."""
-  _fused_cell = 'lstm'
-
-  def __init__(self, *args, fused=False, **kwargs):  # pylint: disable=redefined-outer-name
-    super().__init__(*args, **kwargs)
-    self._init_fused(fused)
 
 
 @keras.saving.register_keras_serializable(package='seqmnist')

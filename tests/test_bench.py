@@ -14,6 +14,7 @@ import pytest
 from conftest import REPO
 from seqmnist import bench
 from seqmnist import bench_variants
+from seqmnist import fused
 
 
 def test_smoke_run_produces_the_table_and_json(tmp_path, mnist_dir):
@@ -35,6 +36,9 @@ def test_smoke_run_produces_the_table_and_json(tmp_path, mnist_dir):
     if name == 'torch' and report['machine']['torch'] is None:
       assert 'pip install -e ".[bench]"' in row['note']
       continue
+    if name == 'ours_fused' and not fused.available():  # CI builds it
+      assert not os.environ.get('CI') and 'fused op' in row['note']
+      continue
     assert row['examples_per_second'] > 0, (name, row)
     assert row['ms_per_step'] > 0 and row['gflops'] > 0
     line = next(l for l in result.stdout.splitlines()
@@ -52,6 +56,7 @@ def test_smoke_run_produces_the_table_and_json(tmp_path, mnist_dir):
 
 
 @pytest.mark.parametrize('cell', ['gru', 'lstm'])
+@pytest.mark.unit
 def test_the_limit_variant_computes_the_models_loss(cell):
   """The bare recurrence is the same function as the Keras layer it is
   measured against: same weights, same loss."""
@@ -81,6 +86,7 @@ def test_the_limit_variant_computes_the_models_loss(cell):
                              rtol=1e-5)
 
 
+@pytest.mark.unit
 def test_flops_per_example_by_hand():
   # GRU, row: 28 steps x 2 x 3 gates x (28*128 + 128*128) + head, x3.
   forward = 28 * 2 * 3 * (28 * 128 + 128 * 128) + 2 * 128 * 10

@@ -27,6 +27,7 @@ from test_main import _results, _weights
 from seqmnist import fused
 from seqmnist import gates
 from seqmnist import models
+from seqmnist import rnn_layers
 
 pytestmark = [pytest.mark.ci_provides('the fused op'), pytest.mark.skipif(
     not fused.available(), reason=f'the fused op is not available: '
@@ -35,7 +36,7 @@ pytestmark = [pytest.mark.ci_provides('the fused op'), pytest.mark.skipif(
 
 def _layer(cell, units, gate_init, return_sequences=True, use_fused=False,
            sequence_length=9):
-  cls = models.SplitGateGRU if cell == 'gru' else models.FusedLSTM
+  cls = rnn_layers.SplitGateGRU if cell == 'gru' else rnn_layers.FusedLSTM
   kwargs = dict(reset_after=True) if cell == 'gru' else {}
   if gate_init != 'default':
     kwargs['bias_initializer'] = gates.GateBias(cell, gate_init,
@@ -120,6 +121,7 @@ def _checkpoint(model_dir):
           if not k.startswith('save_counter/')}
 
 
+@pytest.mark.e2e
 def test_a_run_switches_implementation_on_resume(tmp_path, mnist_dir):
   keras_only = tmp_path / 'keras'
   result = run_cli(*_row_run(keras_only, mnist_dir, 'Trainer.steps=40',
@@ -137,6 +139,7 @@ def test_a_run_switches_implementation_on_resume(tmp_path, mnist_dir):
                              at_least=8, atol=1e-5)
 
 
+@pytest.mark.e2e
 def test_fused_two_replicas_match_one_device(tmp_path, mnist_dir):
   weights = {}
   for strategy in ('one_device', 'mirrored'):
@@ -166,13 +169,29 @@ except ConfigError as e:
 '''
 
 
+def test_auto_runs_the_op_only_where_it_measured_faster(monkeypatch):
+  """One thread per process (the op 1.26x Keras' layer there), not two
+  (Keras' layer faster): docs/benchmarks.md."""
+  monkeypatch.setenv('TF_NUM_INTRAOP_THREADS', '1')
+  assert models.uses_fused(models.ModelConfig())
+  assert models.uses_fused(models.ModelConfig(cell='lstm'))
+  assert not models.uses_fused(models.ModelConfig(implementation='keras'))
+  assert not models.uses_fused(models.ModelConfig(cell='simple'))
+  monkeypatch.setenv('TF_NUM_INTRAOP_THREADS', '2')
+  assert not models.uses_fused(models.ModelConfig())
+  assert models.uses_fused(models.ModelConfig(implementation='fused'))
+
+
+@pytest.mark.e2e
 def test_a_library_that_does_not_load_falls_back_with_one_line(tmp_path):
   garbage = tmp_path / '_fused_rnn.so'
   garbage.write_bytes(os.urandom(4096))
   result = subprocess.run(
       [sys.executable, '-c', _FALLBACK, str(garbage)], capture_output=True,
       text=True, cwd=REPO, timeout=300, check=False,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+      # One thread: where 'auto' would run the op.
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2',
+               TF_NUM_INTRAOP_THREADS='1'))
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'fused layers: 0' in result.stdout
   assert f"refused: Model.implementation='fused' but {garbage} did not " \
@@ -183,6 +202,7 @@ def test_a_library_that_does_not_load_falls_back_with_one_line(tmp_path):
   assert 'Traceback' not in result.stderr
 
 
+@pytest.mark.e2e
 def test_an_export_of_a_fused_run_serves_without_the_op(tmp_path, mnist_dir):
   model_dir, export_dir = tmp_path / 'run', tmp_path / 'export'
   result = run_cli(*_row_run(model_dir, mnist_dir, 'Trainer.steps=20',

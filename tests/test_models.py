@@ -14,7 +14,9 @@ import keras
 import numpy as np
 import pytest
 
+from seqmnist import cells
 from seqmnist import models
+from seqmnist import rnn_layers
 from seqmnist.errors import ConfigError
 
 
@@ -256,7 +258,7 @@ def test_split_gate_gru_is_keras_gru_bit_for_bit(gate_init):
                                          implementation='keras'), (28, 28),
                       10, seed=0)
   layer = ours.get_layer('gru_0')
-  assert isinstance(layer.cell, models.SplitGateGRUCell)
+  assert isinstance(layer.cell, rnn_layers.SplitGateGRUCell)
   assert models.cudnn_eligible(layer)
   inputs = keras.Input((28, 28))
   plain = keras.Model(inputs, keras.layers.Dense(10)(
@@ -279,4 +281,17 @@ def test_split_gate_gru_is_keras_gru_bit_for_bit(gate_init):
     np.testing.assert_array_equal(a, b)
   # A Keras round trip keeps the class (so export and reloads see it).
   again = keras.layers.deserialize(keras.layers.serialize(layer))
-  assert isinstance(again.cell, models.SplitGateGRUCell)
+  assert isinstance(again.cell, rnn_layers.SplitGateGRUCell)
+
+
+@pytest.mark.parametrize('name', cells.names())
+def test_each_cells_registry_entry_is_what_its_layers_are(name):
+  """`Cell.cudnn` and `Cell.fused` say what the built layers do; `gates`
+  is the kernel's width in units."""
+  cell = cells.get(name)
+  config = models.ModelConfig(cell=name, units=8, implementation='keras')
+  model = models.build(config, (28, 28), 10, seed=0)
+  layer, = models.recurrent_layers(model)
+  assert models.cudnn_eligible(layer) == cell.cudnn
+  assert getattr(layer, '_fused_cell', '') == cell.fused
+  assert layer.cell.kernel.shape[-1] == cell.gates * 8

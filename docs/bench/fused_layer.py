@@ -17,12 +17,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from seqmnist import fused, models
+from seqmnist import fused, rnn_layers
 
 cell = sys.argv[1]
 steps, features = int(sys.argv[2]), int(sys.argv[3])
 batch, units = 128, 128
-layer = (models.SplitGateGRU(units, reset_after=True) if cell == 'gru'
+layer = (rnn_layers.SplitGateGRU(units, reset_after=True) if cell == 'gru'
          else keras.layers.LSTM(units))
 layer.build((None, steps, features))
 x = tf.constant(np.random.default_rng(0).normal(
