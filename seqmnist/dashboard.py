@@ -120,20 +120,21 @@ def _stamp(canvas, top, left, digit, color, scale=2):
 
 def misclassified_grid(images: np.ndarray, predicted, true,
                        columns: int = 6) -> np.ndarray:
-  """uint8 RGB [1, H, W, 3]: each digit (x2) over its labels, predicted in
-  red on the left, true in green on the right."""
+  """uint8 RGB [1, H, W, 3]: each image [n, size, size] (x2) over its labels,
+  predicted in red on the left, true in green on the right."""
   scale, band, gap = 2, 14, 2
-  tile_h, tile_w = 28 * scale + band, 28 * scale
+  side = np.shape(images)[1] * scale  # the dataset's image size, doubled
+  tile_h, tile_w = side + band, max(side, 28)
   rows = max(1, -(-len(images) // columns))
   canvas = np.full((rows * (tile_h + gap), columns * (tile_w + gap), 3), 40,
                    np.uint8)
   for i, (image, p, t) in enumerate(zip(images, predicted, true)):
     top, left = (i // columns) * (tile_h + gap), (i % columns) * (tile_w + gap)
     digit = np.kron(image, np.ones((scale, scale), np.uint8))
-    canvas[top:top + 28 * scale, left:left + tile_w] = digit[..., None]
-    canvas[top + 28 * scale:top + tile_h, left:left + tile_w] = 0
-    _stamp(canvas, top + 28 * scale + 2, left + 8, int(p), RED)
-    _stamp(canvas, top + 28 * scale + 2, left + tile_w - 14, int(t), GREEN)
+    canvas[top:top + side, left:left + side] = digit[..., None]
+    canvas[top + side:top + tile_h, left:left + tile_w] = 0
+    _stamp(canvas, top + side + 2, left + 8, int(p), RED)
+    _stamp(canvas, top + side + 2, left + tile_w - 14, int(t), GREEN)
   return canvas[None]
 
 

@@ -33,17 +33,16 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from seqmnist import datasets
 from seqmnist import idx
 from seqmnist import tfds_cache
 from seqmnist import validators
 from seqmnist.errors import ConfigError, DataError, first_line
 
-IMAGE_SIZE = 28
-NUM_CLASSES = 10
-NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
-# Normalisation of pixels scaled to [0, 1]: MNIST's training mean and std.
-PIXEL_MEAN = 0.1307
-PIXEL_STD = 0.3081
+# How pixels scaled to [0, 1] are normalised: with the dataset's own
+# training mean and std (datasets.py), or with MNIST's for every dataset
+# (what runs made before 2026-12-05 did).
+NORMALIZATIONS = ('dataset', 'mnist')
 # The train/validation split is fixed for every run whatever Trainer.seed is,
 # so validation figures of different runs are comparable.
 SPLIT_SEED = 0
@@ -56,11 +55,11 @@ SPLIT_SCHEMES = ('content', 'file')
 # stops a typo from allocating gigabytes.
 MAX_BATCH = 70_000
 
-# order -> (time steps, features per step)
+# order -> (time steps, features per step) of an image of a given size
 ORDERS = {
-    'row': (IMAGE_SIZE, IMAGE_SIZE),
-    'pixel': (NUM_PIXELS, 1),
-    'permuted': (NUM_PIXELS, 1),
+    'row': lambda size: (size, size),
+    'pixel': lambda size: (size * size, 1),
+    'permuted': lambda size: (size * size, 1),
 }
 
 
@@ -70,9 +69,9 @@ class DataConfig:
   """What the model reads.
 
   Attributes:
-    dataset: a TFDS name of a 28x28x1, 10-class image dataset ('mnist',
-      'fashion_mnist', 'kmnist'). Offline IDX files are checked against the
-      published SHA-256 only for 'mnist'.
+    dataset: a registered dataset (datasets.py): 'mnist', 'fashion_mnist',
+      'kmnist'; also its TFDS name. Offline IDX files are checked against
+      the published SHA-256 where one is known (MNIST).
     order: 'row' (28 steps x 28 pixels), 'pixel' (784 x 1, row-major) or
       'permuted' (784 x 1 in one fixed order drawn from `permutation_seed`).
     permutation_seed: seed of numpy's legacy RandomState that draws the
@@ -86,6 +85,10 @@ class DataConfig:
       before the seeded split, so IDX files and TFDS give the same run) or
       'file' (the source's own order: IDX and TFDS differ; what runs made
       before 2026-11-23 used, and still resume with).
+    normalization: 'dataset' (pixels normalised with the dataset's own
+      training mean and std, datasets.py; MNIST's where it has none) or
+      'mnist' (MNIST's for every dataset: what runs made before 2026-12-05
+      used, and still resume with). The same for MNIST itself.
   """
   dataset: str = 'mnist'
   order: str = 'row'
@@ -95,11 +98,11 @@ class DataConfig:
   eval_batch_size: int = 500
   # Runs made before it existed (2026-11-23) split in the file order.
   split_scheme: str = validators.added_later('content', before='file')
+  # Runs made before it existed (2026-12-05) used MNIST's statistics.
+  normalization: str = validators.added_later('dataset', before='mnist')
 
   def __post_init__(self):
-    if not isinstance(self.dataset, str) or not self.dataset:
-      raise ConfigError(f'Data.dataset={self.dataset!r} must be a TFDS '
-                        "dataset name such as 'mnist' or 'fashion_mnist'")
+    datasets.get(self.dataset)  # a registered dataset
     validators.check_choice('Data.order', self.order, ORDERS)
     # numpy's legacy RandomState takes seeds up to 2**32 - 1.
     validators.check_int('Data.permutation_seed', self.permutation_seed,
@@ -112,11 +115,26 @@ class DataConfig:
                          minimum=1, maximum=MAX_BATCH)
     validators.check_choice('Data.split_scheme', self.split_scheme,
                             SPLIT_SCHEMES)
+    validators.check_choice('Data.normalization', self.normalization,
+                            NORMALIZATIONS)
+
+  @property
+  def spec(self) -> datasets.Dataset:
+    """The dataset's registry entry."""
+    return datasets.get(self.dataset)
 
   @property
   def sequence_shape(self):
     """(time steps, features per step) of one example."""
-    return ORDERS[self.order]
+    return ORDERS[self.order](self.spec.image_size)
+
+  @property
+  def pixel_statistics(self):
+    """(mean, std) that pixels scaled to [0, 1] are normalised with."""
+    spec = self.spec
+    if self.normalization == 'mnist' or spec.mean is None:
+      return datasets.MNIST.mean, datasets.MNIST.std
+    return spec.mean, spec.std
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,13 +227,14 @@ def _load_idx(config, data_dir):
   for split in ('train', 'test'):
     images, labels = arrays[(split, 'images')], arrays[(split, 'labels')]
     labels_path = paths[(split, 'labels')]
-    if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+    size = config.spec.image_size
+    if images.shape[1:] != (size, size):
       raise DataError(f'IDX file {paths[(split, "images")]} holds images of '
-                      f'{images.shape[1:]}; expected (28, 28)')
+                      f'{images.shape[1:]}; expected {(size, size)}')
     if len(images) != len(labels):
       raise DataError(f'IDX file {labels_path} has {len(labels)} labels for '
                       f'{len(images)} images')
-    idx.check_labels(labels, NUM_CLASSES, labels_path)
+    idx.check_labels(labels, config.spec.num_classes, labels_path)
   return ((arrays[('train', 'images')], arrays[('train', 'labels')]),
           (arrays[('test', 'images')], arrays[('test', 'labels')]))
 
@@ -237,10 +256,13 @@ def _load_tfds(config, data_dir):
     ) from e
   image_shape = tuple(info.features['image'].shape)
   num_classes = info.features['label'].num_classes
-  if image_shape != (IMAGE_SIZE, IMAGE_SIZE, 1) or num_classes != NUM_CLASSES:
+  spec = config.spec
+  expected = (spec.image_size, spec.image_size, 1)
+  if image_shape != expected or num_classes != spec.num_classes:
     raise ConfigError(
         f'Data.dataset={config.dataset!r} has images {image_shape} and '
-        f'{num_classes} classes; seqmnist needs (28, 28, 1) and 10')
+        f'{num_classes} classes in TFDS, but {expected} and '
+        f'{spec.num_classes} in its registry entry (datasets.py)')
   def to_numpy(pair):
     images, labels = tfds.as_numpy(pair)
     return images[..., 0], labels
@@ -291,12 +313,14 @@ def permutation(config: DataConfig) -> Optional[np.ndarray]:
   """The fixed pixel order of the 'permuted' task, else None."""
   if config.order != 'permuted':
     return None
-  return np.random.RandomState(config.permutation_seed).permutation(NUM_PIXELS)
+  return np.random.RandomState(config.permutation_seed).permutation(
+      config.spec.num_pixels)
 
 
 def to_sequences(images: tf.Tensor, config: DataConfig) -> tf.Tensor:
   """uint8 images [b, 28, 28] -> normalised float32 sequences [b, T, F]."""
-  x = (tf.cast(images, tf.float32) / 255.0 - PIXEL_MEAN) / PIXEL_STD
+  mean, std = config.pixel_statistics
+  x = (tf.cast(images, tf.float32) / 255.0 - mean) / std
   steps, features = config.sequence_shape
   x = tf.reshape(x, [-1, steps, features])
   perm = permutation(config)

@@ -35,7 +35,7 @@ RESUMABLE_PREFIXES = ('Distribute.', 'Dashboard.')
 # run dirs already existed, with the value a saved config without them ran
 # with. Each is declared next to its field (`validators.added_later`), and
 # experiment.ADDED_LATER gathers them. Where that value differs from
-# today's default (Data.split_scheme), resuming a run binds its own value
+# today's default (Data.split_scheme, Data.normalization), resuming a run binds its own value
 # unless the user's config sets one (`earlier_defaults`), so the run
 # continues as it started.
 UNSET = '<unset>'

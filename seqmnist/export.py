@@ -3,8 +3,9 @@ r"""Exports a finished (or running) run's best weights as a SavedModel.
   python -m seqmnist.export --model_dir=DIR --export_dir=DIR [--weights=best]
 
 The SavedModel's `serving_default` signature takes `images`: uint8
-[batch, 28, 28], MNIST's own pixels, and returns `probabilities`: float32
-[batch, 10]. The run's sequence order (row, pixel, or the seeded
+[batch, size, size], the dataset's own pixels (28 x 28 for the shipped
+datasets), and returns `probabilities`: float32 [batch, classes] (10 for
+the shipped datasets). The run's sequence order (row, pixel, or the seeded
 permutation) and the normalisation are inside the graph, read from the run's
 operative_config.gin, so a client sends raw images. The export is written
 under a temporary name and renamed: an export dir is complete or absent.
@@ -31,6 +32,7 @@ from seqmnist import averaging
 from seqmnist import checkpoints
 from seqmnist import config
 from seqmnist import data
+from seqmnist import drift
 from seqmnist import experiment
 from seqmnist import rundir
 from seqmnist.errors import UserError, exit_on_error
@@ -44,6 +46,10 @@ _EXPORT_DIR = flags.DEFINE_string('export_dir', None,
 _WEIGHTS = flags.DEFINE_enum('weights', 'best', ['best', 'latest'],
                              "'best': the best-validation checkpoint (what "
                              "results.json's test figure used); 'latest'.")
+_ALLOW_GIN_IMPORTS = flags.DEFINE_boolean(
+    'allow_gin_imports', False, 'Permit `import` statements in the run\'s '
+    'operative_config.gin (a run of a cell or dataset registered by your '
+    'own module); they run that module\'s code.')
 
 
 class _Serving(tf.Module):
@@ -53,11 +59,11 @@ class _Serving(tf.Module):
     super().__init__()
     self.model = model
     self._data_config = data_config
+    size = data_config.spec.image_size  # the dataset's images, raw
+    self.serve = tf.function(self._serve, input_signature=[
+        tf.TensorSpec([None, size, size], tf.uint8, name='images')])
 
-  @tf.function(input_signature=[
-      tf.TensorSpec([None, data.IMAGE_SIZE, data.IMAGE_SIZE], tf.uint8,
-                    name='images')])
-  def serve(self, images):
+  def _serve(self, images):
     sequences = data.to_sequences(images, self._data_config)
     logits = tf.cast(self.model(sequences, training=False), tf.float32)
     return {'probabilities': tf.nn.softmax(logits)}
@@ -85,7 +91,8 @@ def _remove_abandoned_exports(parent: str) -> None:
       shutil.rmtree(path, ignore_errors=True)
 
 
-def export(model_dir: str, export_dir: str, weights: str = 'best') -> dict:
+def export(model_dir: str, export_dir: str, weights: str = 'best',
+           allow_imports: bool = False) -> dict:
   """Writes the SavedModel; returns its metadata."""
   if not model_dir or not export_dir:
     raise UserError('--model_dir and --export_dir are both required')
@@ -103,7 +110,11 @@ def export(model_dir: str, export_dir: str, weights: str = 'best') -> dict:
   if not path:
     raise UserError(f'--model_dir={model_dir} has no checkpoint in '
                     f'{os.path.basename(folder)}/ (has the run validated yet?)')
-  config.parse([run_dir.operative_config], [])
+  # As the run trained: a setting added since it was made takes the value
+  # the run ran with.
+  config.parse([run_dir.operative_config], [], allow_imports=allow_imports,
+               run_defaults=drift.earlier_defaults(
+                   saved, experiment.ADDED_LATER, run_dir.operative_config))
   configs = experiment.Configs.from_gin()
   # Keras' layers, not the fused op: the SavedModel serves without it (the
   # variables are the same).
@@ -142,7 +153,8 @@ def export(model_dir: str, export_dir: str, weights: str = 'best') -> dict:
 def main(argv):
   cli.no_positional_arguments('seqmnist.export', argv)
   metadata = exit_on_error('seqmnist.export', export, _MODEL_DIR.value,
-                           _EXPORT_DIR.value, _WEIGHTS.value)
+                           _EXPORT_DIR.value, _WEIGHTS.value,
+                           _ALLOW_GIN_IMPORTS.value)
   print(f'exported {metadata["checkpoint"]} ({metadata["order"]} order) to '
         f'{_EXPORT_DIR.value}: {json.dumps(metadata)}')
 

@@ -15,26 +15,9 @@ from typing import Optional
 
 import numpy as np
 
+from seqmnist import datasets
 from seqmnist import files
 from seqmnist.errors import DataError
-
-# SHA-256 of the *uncompressed* IDX content, stable whatever the gzip level.
-# Source: the published MNIST files, as listed in shared/data/mnist/README.md.
-MNIST_SHA256 = {
-    'train-images-idx3-ubyte':
-        'ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db',
-    'train-labels-idx1-ubyte':
-        '65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5',
-    't10k-images-idx3-ubyte':
-        '0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7',
-    't10k-labels-idx1-ubyte':
-        'ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2',
-}
-
-# Datasets whose published IDX content has a known SHA-256. Others (Fashion-
-# MNIST, KMNIST publish checksums of their .gz files only, which depend on
-# the compression) can be read, but not verified.
-KNOWN_SHA256 = {'mnist': MNIST_SHA256}
 
 # The four files of a split-up IDX dataset: (split, kind) -> base name.
 IDX_FILES = {
@@ -175,19 +158,19 @@ def verify(content: bytes, path: str, name: str, dataset: str) -> bool:
       'fashion_mnist', say).
   """
   digest = hashlib.sha256(content).hexdigest()
-  expected = KNOWN_SHA256.get(dataset, {}).get(name)
+  expected = datasets.get(dataset).sha256.get(name)
   if expected is not None:
     if digest != expected:
       raise DataError(
           f'IDX file {path} fails its checksum: SHA-256 of its content is '
           f'{digest}, the published file has {expected}')
     return True
-  for other, checksums in KNOWN_SHA256.items():
-    if checksums.get(name) == digest:
+  for other in datasets.registered():
+    if other.sha256.get(name) == digest:
       raise DataError(
-          f'IDX file {path} is {other!r}\'s published {name} (its SHA-256 '
-          f'matches), but Data.dataset={dataset!r}; set Data.dataset='
-          f'{other!r}, or point --data_dir at {dataset!r}\'s own files')
+          f'IDX file {path} is {other.name!r}\'s published {name} (its '
+          f'SHA-256 matches), but Data.dataset={dataset!r}; set Data.dataset='
+          f'{other.name!r}, or point --data_dir at {dataset!r}\'s own files')
   return False
 
 

@@ -3,7 +3,8 @@ r"""Classifies digits with an exported SavedModel (see export.py).
   python -m seqmnist.predict --export_dir=DIR FILE [FILE...]
 
 FILE: a PNG (grayscale or colour, any size: converted to gray and resized to
-28x28; MNIST convention, a light digit on a dark ground, or pass --invert)
+the size the model was exported for, 28x28 for the shipped datasets; MNIST
+convention, a light digit on a dark ground, or pass --invert)
 or an IDX image file such as t10k-images-idx3-ubyte[.gz] (every image in it).
 Prints one line per image: `NAME: DIGIT (p=PROBABILITY)`, where NAME is the
 file, or `file[index]` inside an IDX file. With `--labels=LABELS_IDX` (one
@@ -24,7 +25,6 @@ cli.import_tensorflow_quietly()  # before the modules below import it
 import numpy as np
 import tensorflow as tf
 
-from seqmnist import data
 from seqmnist import files
 from seqmnist import idx
 from seqmnist.errors import DataError, UserError, exit_on_error
@@ -80,9 +80,9 @@ def _ink(path: str) -> tf.Tensor:
   return tf.cast(tf.image.rgb_to_grayscale(rgba[..., :3]), tf.float32)
 
 
-def load_images(path: str, invert: bool = False):
-  """[(name, uint8 [n, 28, 28])] from a PNG or IDX file (told apart by
-  their content, not their names)."""
+def load_images(path: str, invert: bool = False, size: int = 28):
+  """[(name, uint8 [n, size, size])] from a PNG or IDX file (told apart by
+  their content, not their names); a PNG of another size is resized."""
   files.check_regular(path, 'a PNG or IDX file')
   with open(path, 'rb') as f:
     kind = idx.image_format(f.read(8))
@@ -92,18 +92,17 @@ def load_images(path: str, invert: bool = False):
   if kind == 'PNG':
     files.check_regular(path, 'a PNG', MAX_PNG_BYTES)
     image = _ink(path)
-    if image.shape[:2] != (data.IMAGE_SIZE, data.IMAGE_SIZE):
-      image = tf.image.resize(image, [data.IMAGE_SIZE, data.IMAGE_SIZE],
-                              method='area')
+    if image.shape[:2] != (size, size):
+      image = tf.image.resize(image, [size, size], method='area')
     image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
     pixels = image.numpy()[None, :, :, 0]
     if invert:
       pixels = 255 - pixels
     return [os.path.basename(path)], pixels
   pixels = idx.read(path, expected_ndim=3)
-  if pixels.shape[1:] != (data.IMAGE_SIZE, data.IMAGE_SIZE):
+  if pixels.shape[1:] != (size, size):
     raise DataError(f'IDX file {path} holds {pixels.shape[1]}x'
-                    f'{pixels.shape[2]} images; 28x28 expected')
+                    f'{pixels.shape[2]} images; {size}x{size} expected')
   name = os.path.basename(path)
   return [f'{name}[{i}]' for i in range(len(pixels))], pixels
 
@@ -123,14 +122,18 @@ def predict(export_dir: str, paths, invert=False, batch_size=1000):
     raise UserError('give at least one PNG or IDX file to classify')
   if batch_size < 1:
     raise UserError(f'--batch_size={batch_size} must be >= 1')
+  for path in paths:  # what is wrong with a path shows before the model loads
+    files.check_regular(path, 'a PNG or IDX file')
+  serve = tf.saved_model.load(export_dir).signatures['serving_default']
+  # The image size the model was exported for (its dataset's).
+  size = int(serve.structured_input_signature[1]['images'].shape[1])
   inputs, count = [], 0
-  for path in paths:  # all checked first
-    inputs.append(load_images(path, invert))
+  for path in paths:  # all checked before any is classified
+    inputs.append(load_images(path, invert, size))
     count += len(inputs[-1][1])
     if count > MAX_IMAGES:
       raise UserError(f'these files hold more than {MAX_IMAGES:,} images; '
                       'classify them in several calls')
-  serve = tf.saved_model.load(export_dir).signatures['serving_default']
   out = []
   for names, pixels in inputs:
     for start in range(0, len(pixels), batch_size):

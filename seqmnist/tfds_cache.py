@@ -9,7 +9,7 @@ without being hashed again, then extracted and prepared as if downloaded.
 the dataset on a machine without internet. The gzip bytes cannot be the
 registered ones (those depend on the compressor that made them), so seqmnist
 verifies what it writes instead: each file's uncompressed content must match
-MNIST's published SHA-256 (idx.MNIST_SHA256), and the cache gets a gzip of
+the dataset's published SHA-256 (datasets.py), and the cache gets a gzip of
 exactly the verified bytes.
 
 `needs_network` and `check_network` let a load without the data fail in one
@@ -25,6 +25,7 @@ import urllib.parse
 import urllib.request
 from typing import Dict, List, Optional, Tuple
 
+from seqmnist import datasets
 from seqmnist import idx
 from seqmnist.errors import DataError, first_line
 
@@ -140,11 +141,12 @@ def seed(idx_dir: str, dataset_builder) -> None:
       or the dataset has no published checksum to verify against.
   """
   dataset = dataset_builder.name
-  if dataset not in idx.KNOWN_SHA256:
+  known = sorted(d.name for d in datasets.registered() if d.sha256)
+  if dataset not in known:
     raise DataError(
         f'Data.dataset={dataset!r} has no published checksum of its IDX '
         f'content, so seqmnist cannot verify files for it; known: '
-        f'{", ".join(sorted(idx.KNOWN_SHA256))}')
+        f'{", ".join(known)}')
   if not os.path.isdir(idx_dir):
     raise DataError(f'--idx_dir={idx_dir} is not a folder')
   kinds = {base: kind for (_, kind), base in idx.IDX_FILES.items()}

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from seqmnist import data
+from seqmnist import datasets
 from seqmnist import idx
 from seqmnist.errors import ConfigError, DataError
 
@@ -172,6 +173,7 @@ def test_truncated_file_names_the_file(mnist_copy):
     data.load(data.DataConfig(), str(mnist_copy))
 
 
+@pytest.mark.e2e
 def test_wrong_magic_number_names_the_file(mnist_copy):
   path = mnist_copy / 'train-images-idx3-ubyte.gz'
   _rewrite(path, lambda c: b'\x00\x00\x08\x01' + c[4:])
@@ -180,6 +182,7 @@ def test_wrong_magic_number_names_the_file(mnist_copy):
     data.load(data.DataConfig(), str(mnist_copy))
 
 
+@pytest.mark.e2e
 def test_labels_out_of_range_name_the_file(mnist_copy):
   path = mnist_copy / 't10k-labels-idx1-ubyte.gz'
   _rewrite(path, lambda c: c[:20] + b'\x0c' + c[21:])
@@ -229,6 +232,7 @@ def test_bad_data_config(kwargs, message):
     data.DataConfig(**kwargs)
 
 
+@pytest.mark.e2e
 def test_a_dataset_without_a_known_checksum_is_used_with_one_warning(
     mnist_copy, caplog):
   """Files of a dataset whose checksums are unknown (here MNIST's images
@@ -250,3 +254,39 @@ def test_a_dataset_without_a_known_checksum_is_used_with_one_warning(
   assert warnings == [
       f"{mnist_copy}: no published checksum of Data.dataset='kmnist' is "
       'known, so its files were checked for format only, not verified.']
+
+
+# The dataset registry ---------------------------------------------------------
+
+
+def test_mnists_statistics_are_its_training_images(mnist_dir):
+  pixels = idx.read(os.path.join(mnist_dir, 'train-images-idx3-ubyte.gz'),
+                    expected_ndim=3).astype(np.float64) / 255.0
+  assert abs(pixels.mean() - datasets.MNIST.mean) < 1e-4
+  assert abs(pixels.std() - datasets.MNIST.std) < 1e-4
+
+
+@pytest.mark.parametrize('dataset, normalization, expected', [
+    ('mnist', 'dataset', (0.1307, 0.3081)),
+    ('mnist', 'mnist', (0.1307, 0.3081)),
+    ('fashion_mnist', 'dataset', (0.2860, 0.3530)),
+    # Runs made before the setting existed normalised every dataset so.
+    ('fashion_mnist', 'mnist', (0.1307, 0.3081)),
+    ('kmnist', 'dataset', (0.1307, 0.3081)),  # none registered: MNIST's
+])
+def test_each_dataset_is_normalised_with_its_own_statistics(
+    dataset, normalization, expected):
+  config = data.DataConfig(dataset=dataset, normalization=normalization)
+  assert config.pixel_statistics == expected
+  images = tf.fill([1, 28, 28], tf.constant(255, tf.uint8))
+  value = data.to_sequences(images, config)[0, 0, 0].numpy()
+  assert value == pytest.approx((1.0 - expected[0]) / expected[1], rel=1e-6)
+
+
+def test_an_unregistered_dataset_is_refused_naming_the_registered_ones():
+  with pytest.raises(ConfigError, match="Data.dataset='emnist' is not one of "
+                     "'mnist', 'fashion_mnist', 'kmnist'"):
+    data.DataConfig(dataset='emnist')
+  with pytest.raises(ConfigError, match="Data.normalization='imagenet' is "
+                     "not one of 'dataset', 'mnist'"):
+    data.DataConfig(normalization='imagenet')
