@@ -5,10 +5,44 @@ counts steps and decides where each `tf.function` call must stop (the next
 step at which some action is due); what happens at a boundary -- validate,
 checkpoint, summarise, show progress, stop on a signal -- is each action's
 own business (actions.py), with its own cadence.
+
+Actions are fed by the loop, not by each other: at each boundary the
+controller hands every action, in order, one `Boundary` -- the step, the
+train call's output, and what earlier actions produced (the newest
+validation, the newest rolling checkpoint's step) -- and an action returns
+what it produced, which the controller records there for the actions after
+it and for later boundaries. An action may name the actions it must run
+after (`Action.after`); the controller refuses an order that breaks them.
 """
 
+import dataclasses
 import time
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class Boundary:
+  """What the loop has produced by a boundary.
+
+  Attributes:
+    step: the global step reached.
+    final: whether `step` is the run's target step.
+    output: what the train call that ended here returned (trainer.Output:
+      the train window's means and the last step's gradients), or None at
+      a boundary no call ended (a run resumed at its end).
+    validation: the newest validation result (this boundary's or an
+      earlier one's), or None before the first.
+    saved_step: the step of the newest rolling checkpoint this process
+      saved, or None.
+  """
+  step: int
+  final: bool
+  output: Any = None
+  validation: Optional[Mapping[str, Any]] = None
+  saved_step: Optional[int] = None
+
+  # What an action may produce (the rest is the loop's).
+  PRODUCED = ('validation', 'saved_step')
 
 
 class Action:
@@ -20,10 +54,13 @@ class Action:
     at_end: also runs at the final step.
     training_time: its time counts towards the training throughput (False
       for validation, which is not training).
+    after: names of the action classes that, when present, must run before
+      this one at a boundary (what it reads of their products).
   """
   every: int = 0
   at_end: bool = True
   training_time: bool = True
+  after: Tuple[str, ...] = ()
 
   def due(self, step: int, final: bool) -> bool:
     if final:
@@ -37,17 +74,32 @@ class Action:
       return None
     return (step // self.every + 1) * self.every
 
-  def __call__(self, step: int, final: bool) -> None:
+  def __call__(self, boundary: Boundary) -> Optional[Mapping[str, Any]]:
+    """Does the action's work; returns what it produced (keys of
+    `Boundary.PRODUCED`), or None."""
     raise NotImplementedError
 
 
-class Controller:
-  """Runs `train(step, num_steps) -> new step` until `target`, and the
-  actions at each boundary, in order."""
+def check_order(actions: Sequence[Action]) -> None:
+  """Raises ValueError if an action comes before one it must run after."""
+  seen = set()
+  present = {type(a).__name__ for a in actions}
+  for action in actions:
+    missing = [n for n in action.after if n in present and n not in seen]
+    if missing:
+      raise ValueError(f'{type(action).__name__} must run after '
+                       f'{", ".join(missing)}')
+    seen.add(type(action).__name__)
 
-  def __init__(self, *, train: Callable[[int, int], int], target: int,
-               steps_per_loop: int, actions: Sequence[Action],
+
+class Controller:
+  """Runs `train(step, num_steps) -> (new step, output)` until `target`,
+  and the actions at each boundary, in order."""
+
+  def __init__(self, *, train: Callable[[int, int], Tuple[int, Any]],
+               target: int, steps_per_loop: int, actions: Sequence[Action],
                on_overhead: Callable[[float], None] = lambda seconds: None):
+    check_order(actions)
     self._train = train
     self._target = target
     self._steps_per_loop = steps_per_loop
@@ -61,17 +113,32 @@ class Controller:
                    if s is not None]
     return min(candidates)
 
-  def run(self, step: int) -> int:
-    """Trains from `step` to the target; returns the final step."""
+  def run(self, step: int) -> Boundary:
+    """Trains from `step` to the target; returns the last boundary (only
+    its step, if there was nothing left to train)."""
+    boundary = Boundary(step, final=step >= self._target)
     while step < self._target:
-      step = self._train(step, self.next_stop(step) - step)
-      final = step >= self._target
+      step, output = self._train(step, self.next_stop(step) - step)
+      boundary = dataclasses.replace(boundary, step=step, output=output,
+                                     final=step >= self._target)
       overhead = 0.0
       for action in self._actions:
-        if action.due(step, final):
+        if action.due(step, boundary.final):
           t0 = time.time()
-          action(step, final)
+          boundary = record(boundary, action, action(boundary))
           if action.training_time:
             overhead += time.time() - t0
       self._on_overhead(overhead)
-    return step
+    return boundary
+
+
+def record(boundary: Boundary, action: Action,
+           produced: Optional[Mapping[str, Any]]) -> Boundary:
+  """The boundary with what `action` produced."""
+  if not produced:
+    return boundary
+  unknown = sorted(set(produced) - set(Boundary.PRODUCED))
+  if unknown:
+    raise ValueError(f'{type(action).__name__} produced {unknown[0]!r}; an '
+                     f'action produces one of {Boundary.PRODUCED}')
+  return dataclasses.replace(boundary, **produced)

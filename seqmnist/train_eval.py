@@ -211,50 +211,38 @@ class _Job:
     evaluator = evaluator_lib.Evaluator(strategy, experiment.model,
                                         self.configs.data)
     window = progress.MetricWindow()
-    trainer = trainer_lib.Trainer(experiment, window, step, self.checkpoints,
-                                  summaries.train)
+    trainer = trainer_lib.Trainer(experiment, window, step, self.checkpoints)
     line = progress.ProgressLine(trainer_config.steps, initial=step)
-    validate = actions.Validate(
-        trainer_config.eval_every, evaluator=evaluator,
-        split=experiment.splits.validation, summaries=summaries,
-        checkpoints=self.checkpoints, dashboard=dashboard,
-        average=experiment.average)
-    save = actions.SaveCheckpoint(trainer_config.checkpoint_every,
-                                  checkpoints=self.checkpoints)
     start_step, wall_start = step, time.time()
     logging.info('Training from step %d to step %d.', step,
                  trainer_config.steps)
     with preemption.StopSignals(strategy) as signals:
-      loop_actions = [
-          validate, save,
-          actions.ShowProgress(progress=line, window=window,
-                               validate=validate),
-          actions.WriteTrainSummaries(trainer_config.summary_every,
-                                      window=window, summaries=summaries,
-                                      optimizer=experiment.optimizer),
-          actions.StopOnSignal(signals=signals, strategy=strategy,
-                               checkpoint=save, target=trainer_config.steps,
-                               progress=line),
-      ]
-      if trainer_config.histogram_every:
-        loop_actions.insert(-1, actions.WriteGradientHistograms(
-            trainer_config.histogram_every, trainer=trainer,
-            summaries=summaries,
-            variables=experiment.model.trainable_variables))
-      step = controller_lib.Controller(
+      loop_actions = actions.build(
+          trainer_config, evaluator=evaluator,
+          validation_split=experiment.splits.validation, summaries=summaries,
+          checkpoints=self.checkpoints, dashboard=dashboard,
+          average=experiment.average, progress=line, window=window,
+          optimizer=experiment.optimizer,
+          variables=experiment.model.trainable_variables, signals=signals,
+          strategy=strategy)
+      boundary = controller_lib.Controller(
           train=trainer.train, target=trainer_config.steps,
           steps_per_loop=trainer_config.steps_per_loop, actions=loop_actions,
           on_overhead=window.add_overhead).run(step)
+      step = boundary.step
 
       signals.finishing = True  # from here a signal waits for the results
-      if validate.last is None:  # resumed at the end: nothing left to train
-        validate(step, final=True)
+      if boundary.validation is None:  # resumed at the end: nothing trained
+        validate = next(a for a in loop_actions
+                        if isinstance(a, actions.Validate))
+        boundary = controller_lib.record(boundary, validate,
+                                         validate(boundary))
       distribute.barrier(strategy)  # the chief's best/ is written
-      return self._test(step, start_step, wall_start, evaluator, validate,
-                        window, dashboard)
+      return self._test(step, start_step, wall_start, evaluator,
+                        boundary.validation, window, dashboard)
 
-  def _test(self, step, start_step, wall_start, evaluator, validate, window,
-            dashboard) -> dict:
+  def _test(self, step, start_step, wall_start, evaluator, validation,
+            window, dashboard) -> dict:
     experiment = self.experiment
     best_path = self.checkpoints.restore_best_weights()
     logging.info('Testing the best checkpoint (%s) on the %d test images.',
@@ -272,7 +260,7 @@ class _Job:
         'test_loss': test['loss'],
         'best_val_accuracy': float(self.checkpoints.best_val_accuracy.numpy()),
         'best_step': int(self.checkpoints.best_step.numpy()),
-        'final_val_accuracy': validate.last['accuracy'],
+        'final_val_accuracy': validation['accuracy'],
         'global_step': step,
         'steps_this_run': step - start_step,
         'train_examples_per_second': window.examples_per_second(),

@@ -10,7 +10,7 @@ everything at the boundaries.
 import dataclasses
 import re
 import time
-from typing import Any, Sequence
+from typing import Any, Sequence, Tuple
 
 import gin
 import numpy as np
@@ -143,15 +143,29 @@ def _check_regexes(name, value):
       raise ConfigError(f'{name}: {pattern!r} is not a regex ({e})') from e
 
 
+@dataclasses.dataclass(frozen=True)
+class Output:
+  """What one train call hands the loop's actions (controller.Boundary).
+
+  Attributes:
+    result: the call's steps.LoopResult (the last step's loss, gradients).
+    means: the train window's means after the call (steps.train_means),
+      the steps since the window was last closed (a train summary).
+    window_steps: how many steps the window holds.
+  """
+  result: Any
+  means: dict
+  window_steps: int
+
+
 class Trainer:
   """Runs train steps from a global step on; owns the input iterator."""
 
   def __init__(self, experiment, window: progress.MetricWindow,
-               start_step: int, checkpoints, train_writer):
+               start_step: int, checkpoints):
     self._experiment = experiment
     self._window = window
     self._checkpoints = checkpoints
-    self._writer = train_writer
     self._loop = steps_lib.make_train_loop(
         experiment.strategy, experiment.model, experiment.optimizer,
         experiment.step_options, average=experiment.average)
@@ -160,10 +174,10 @@ class Trainer:
             experiment.splits.train, experiment.configs.data,
             seed=experiment.configs.trainer.seed, start_step=start_step,
             input_context=ctx)))
-    self.last = None  # the last call's steps.LoopResult
 
-  def train(self, step: int, num_steps: int) -> int:
-    """Runs num_steps steps from `step`; returns the new global step.
+  def train(self, step: int, num_steps: int) -> Tuple[int, Output]:
+    """Runs num_steps steps from `step`; returns the new global step and
+    the call's output.
 
     Raises:
       Diverged: a step's loss or gradient was NaN or Inf, or its loss above
@@ -177,8 +191,8 @@ class Trainer:
       raise Diverged(self._divergence_message(step + steps_run, result))
     self._window.add({k: float(v.numpy()) for k, v in result.sums.items()},
                      steps_run, time.time() - t0)
-    self.last = result
-    return step + steps_run
+    return step + steps_run, Output(result, self._window.means(),
+                                    self._window.steps)
 
   def _divergence_message(self, step, result):
     loss = float(result.last_loss.numpy())

@@ -18,11 +18,13 @@ import time
 import pytest
 
 from conftest import REPO, gin_params, run_cli, start_cli, wait_for_line
+from seqmnist import actions
 from seqmnist import controller
 from seqmnist import drift
 from seqmnist import experiment
 from seqmnist import progress
 from seqmnist import rundir
+from seqmnist import trainer
 from seqmnist.errors import ConfigError, UserError
 
 FIXTURE = os.path.join(REPO, 'tests', 'fixtures', 'run_v1_row')
@@ -40,6 +42,7 @@ def _fixture_args(model_dir, mnist_dir, steps):
           *gin_params(*FIXTURE_RUN, f'STEPS={steps}'))
 
 
+@pytest.mark.e2e
 def test_a_run_dir_of_the_old_layout_resumes_exactly(tmp_path, mnist_dir):
   # Made by commit 6434777; that code resumed it to 0.3008 / 0.3025 and got
   # the same from scratch (tests/fixtures/README.md), on another CPU: oneDNN
@@ -66,6 +69,7 @@ def test_a_run_dir_of_the_old_layout_resumes_exactly(tmp_path, mnist_dir):
   assert results[0]['test_accuracy'] == results[1]['test_accuracy']
 
 
+@pytest.mark.e2e
 def test_a_foreign_folder_is_refused_untouched(tmp_path, mnist_dir):
   folder = tmp_path / 'mine'
   folder.mkdir()
@@ -83,6 +87,7 @@ def test_a_foreign_folder_is_refused_untouched(tmp_path, mnist_dir):
   assert (folder / 'results.json').read_text() == '{"my": "own results"}'
 
 
+@pytest.mark.e2e
 def test_an_empty_folder_is_used(tmp_path, mnist_dir):
   folder = tmp_path / 'empty'
   folder.mkdir()
@@ -95,6 +100,7 @@ def test_an_empty_folder_is_used(tmp_path, mnist_dir):
   assert (folder / 'results.json').exists()
 
 
+@pytest.mark.e2e
 def test_a_second_process_on_the_same_run_dir_is_locked_out(tmp_path,
                                                             mnist_dir):
   model_dir = tmp_path / 'run'
@@ -234,8 +240,8 @@ class _Recorder(controller.Action):
   def __init__(self, name, every, log, at_end=True):
     self.name, self.every, self.log, self.at_end = name, every, log, at_end
 
-  def __call__(self, step, final):
-    self.log.append((self.name, step, final))
+  def __call__(self, boundary):
+    self.log.append((self.name, boundary.step, boundary.final))
 
 
 def test_the_controller_stops_where_actions_are_due_and_calls_them_in_order():
@@ -243,14 +249,14 @@ def test_the_controller_stops_where_actions_are_due_and_calls_them_in_order():
 
   def train(step, num):
     calls.append((step, num))
-    return step + num
+    return step + num, None
 
   actions = [_Recorder('eval', 25, log), _Recorder('ckpt', 40, log),
              _Recorder('every', 0, log),
              _Recorder('stop', 0, log, at_end=False)]
   end = controller.Controller(train=train, target=60, steps_per_loop=30,
                               actions=actions).run(10)
-  assert end == 60
+  assert end.step == 60 and end.final
   # Loops end at 25 (eval), 40 (ckpt), 50 (eval), 60 (the target).
   assert calls == [(10, 15), (25, 15), (40, 10), (50, 10)]
   assert log == [
@@ -268,20 +274,93 @@ def test_the_controller_counts_only_training_time_as_overhead():
     every = 1
     seconds = 0.05
 
-    def __call__(self, step, final):
+    def __call__(self, boundary):
       time.sleep(self.seconds)
 
   class SlowValidation(Slow):
     training_time = False
     seconds = 1.0
 
-  controller.Controller(train=lambda s, n: s + n, target=2, steps_per_loop=1,
+  controller.Controller(train=lambda s, n: (s + n, None), target=2,
+                        steps_per_loop=1,
                         actions=[Slow(), SlowValidation()],
                         on_overhead=overheads.append).run(0)
   assert len(overheads) == 2
   # The training-time action's 0.05 s counts (a sleep lasts at least that);
   # the validation's 1 s does not (no loaded machine adds 0.95 s to 0.05).
   assert all(0.05 <= o < 1.0 for o in overheads), overheads
+
+
+def test_actions_are_fed_by_the_loop_and_what_they_produce_carries_on():
+  """Each action sees the call's output and what the actions before it
+  produced, at this boundary and later ones; nothing else."""
+  seen = []
+
+  class Produce(controller.Action):
+    every = 20
+
+    def __call__(self, boundary):
+      return {'validation': {'accuracy': boundary.step / 100}}
+
+  class Read(controller.Action):
+    after = ('Produce',)
+
+    def __call__(self, boundary):
+      seen.append((boundary.step, boundary.output, boundary.validation))
+
+  end = controller.Controller(
+      train=lambda s, n: (s + n, f'output of {s}..{s + n}'), target=30,
+      steps_per_loop=10, actions=[Produce(), Read()]).run(0)
+  assert seen == [(10, 'output of 0..10', None),
+                  (20, 'output of 10..20', {'accuracy': 0.2}),
+                  (30, 'output of 20..30', {'accuracy': 0.3})]
+  assert end.validation == {'accuracy': 0.3}
+
+  class Rogue(controller.Action):
+    def __call__(self, boundary):
+      return {'anything': 1}
+
+  with pytest.raises(ValueError, match="Rogue produced 'anything'"):
+    controller.Controller(train=lambda s, n: (s + n, None), target=1,
+                          steps_per_loop=1, actions=[Rogue()]).run(0)
+
+
+def test_an_action_before_one_it_needs_is_refused():
+  class First(controller.Action):
+    pass
+
+  class Second(controller.Action):
+    after = ('First',)
+
+  controller.check_order([First(), Second()])
+  controller.check_order([Second()])  # what is absent constrains nothing
+  with pytest.raises(ValueError, match='Second must run after First'):
+    controller.Controller(train=lambda s, n: (s + n, None), target=1,
+                          steps_per_loop=1, actions=[Second(), First()])
+
+
+@pytest.mark.parametrize('histogram_every', [0, 10])
+def test_the_jobs_actions_come_in_the_order_their_needs_require(
+    histogram_every):
+  order = [cls.__name__ for cls in actions.ORDER]
+  for cls in actions.ORDER:  # ORDER honours every action's needs
+    for needed in cls.after:
+      assert needed in order, (cls.__name__, needed)
+      assert order.index(needed) < order.index(cls.__name__)
+  config = trainer.TrainerConfig(histogram_every=histogram_every)
+  built = actions.build(
+      config, evaluator=None, validation_split=None, summaries=None,
+      checkpoints=None, dashboard=None, average=None, progress=None,
+      window=None, optimizer=None, variables=[], signals=None, strategy=None)
+  names = [type(a).__name__ for a in built]
+  assert names == [n for n in order
+                   if histogram_every or n != 'WriteGradientHistograms']
+  controller.check_order(built)
+  # The cadences are the config's.
+  every = {type(a).__name__: a.every for a in built}
+  assert every['Validate'] == config.eval_every
+  assert every['SaveCheckpoint'] == config.checkpoint_every
+  assert every['WriteTrainSummaries'] == config.summary_every
 
 
 # Drift (the saved operative config read with gin's own parser) ----------------
@@ -326,6 +405,7 @@ def test_every_setting_added_since_the_first_run_dirs_declares_its_old_value():
   assert not missing, (f'{missing}: declare the value runs made before them '
                        'used: validators.added_later(default, before=...)')
   assert LATER['Data.split_scheme'] == 'file'
+  assert LATER['Data.normalization'] == 'mnist'
   assert LATER['Model.gate_init'] == 'default'
 
 
