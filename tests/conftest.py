@@ -3,6 +3,16 @@
 Tests read MNIST from ../shared/data/mnist beside the repository (as CI has
 it), or from $SEQMNIST_MNIST_DIR. Its absence is a failure, not a skip.
 
+Every test has one tier (`-m` selects them; BUILD.md, "Tests"):
+  unit    quick: in-process (or a helper process that starts no
+          TensorFlow), no training run beyond a few steps; the quick tier,
+          run after every change (`python -m pytest -m unit tests`)
+  e2e     real runs of the CLI and the tools on real MNIST, real signals,
+          real processes, servers
+  system  the Slurm cluster and the container image .ci/run sets up
+A file's tier is `TIERS` below; a test of another tier than its file's says
+so with its own marker (`@pytest.mark.unit`).
+
 Tests of components that CI sets up (`.ci/run`: the Slurm cluster, the
 container image, the fused op that `pip install` builds) carry
 `@pytest.mark.ci_provides(NAME)`. A developer's plain `pytest` skips them,
@@ -137,10 +147,53 @@ def start_workers(n, args, log_dir):
   return procs
 
 
+# Each test file's tier (see the module docstring); a file missing here
+# fails the collection, so no test is left out of every tier.
+TIERS = {
+    'test_clipping.py': 'unit', 'test_config.py': 'unit',
+    'test_cluster.py': 'unit', 'test_data.py': 'unit',
+    'test_models.py': 'unit', 'test_levers.py': 'unit',
+    'test_fused.py': 'unit', 'test_rundir.py': 'unit',
+    'test_kubernetes.py': 'unit', 'test_bench.py': 'e2e',
+    'test_dashboard.py': 'e2e', 'test_distribute.py': 'e2e',
+    'test_export.py': 'e2e', 'test_extending.py': 'e2e',
+    'test_hardening.py': 'e2e', 'test_main.py': 'e2e',
+    'test_reliability.py': 'e2e', 'test_repo.py': 'e2e',
+    'test_reproduce.py': 'e2e', 'test_sweep.py': 'e2e',
+    'test_tfds.py': 'e2e', 'test_zoo.py': 'e2e',
+    'test_slurm.py': 'system', 'test_slurm_multinode.py': 'system',
+    'test_container.py': 'system',
+}
+TIER_NAMES = ('unit', 'e2e', 'system')
+
+
 def pytest_configure(config):
   config.addinivalue_line(
       'markers', 'ci_provides(component): needs a component .ci/run sets up '
       '(a skip fails the run when CI is set)')
+  for name, what in (('unit', 'in-process and quick: the quick tier'),
+                     ('e2e', 'real runs of the CLI and tools'),
+                     ('system', 'the Slurm cluster or the container image')):
+    config.addinivalue_line('markers', f'{name}: tier: {what}')
+
+
+def pytest_collection_modifyitems(config, items):
+  """Gives each test its file's tier unless it carries its own."""
+  del config
+  for item in items:
+    own = [m.name for m in item.own_markers if m.name in TIER_NAMES]
+    if len(own) > 1:
+      raise pytest.UsageError(f'{item.nodeid} has two tiers: {own}')
+    if own:
+      continue
+    if os.path.dirname(str(item.fspath)) != os.path.dirname(
+        os.path.abspath(__file__)):
+      continue  # a test file made by a test (tests/test_repo.py)
+    name = os.path.basename(str(item.fspath))
+    if name not in TIERS:
+      raise pytest.UsageError(f'{name} has no tier: add it to TIERS in '
+                              'tests/conftest.py')
+    item.add_marker(TIERS[name])
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -124,11 +124,13 @@ def test_tensorboard_launcher_usage(tmp_path):
 # The drawing, checked pixel by pixel -----------------------------------------
 
 
+@pytest.mark.unit
 def test_glyphs_are_ten_distinct_digits():
   glyphs = {d: dashboard._glyph(d, 1).tobytes() for d in range(10)}  # pylint: disable=protected-access
   assert len(set(glyphs.values())) == 10
 
 
+@pytest.mark.unit
 def test_misclassified_grid_shows_digit_and_both_labels():
   images = np.zeros((2, 28, 28), np.uint8)
   images[0, 10:20, 10:20] = 255
@@ -147,6 +149,7 @@ def test_misclassified_grid_shows_digit_and_both_labels():
           dashboard._glyph(7)).all()  # pylint: disable=protected-access
 
 
+@pytest.mark.unit
 def test_confusion_image_shades_by_share_of_the_true_class():
   matrix = np.zeros((10, 10))
   matrix[3, 3], matrix[3, 5] = 75, 25
@@ -158,6 +161,7 @@ def test_confusion_image_shades_by_share_of_the_true_class():
                    dashboard.confusion_markdown(matrix))
 
 
+@pytest.mark.unit
 def test_saturation_counts_values_beyond_099():
   h = np.array([0.0, 0.5, -0.995, 0.999, 1.0, -0.98])
   assert dashboard.saturation(h) == pytest.approx(3 / 6)

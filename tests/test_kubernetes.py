@@ -105,6 +105,7 @@ def _env_names_read():
   return set(re.findall(r'\b(?:SEQMNIST|TF|JOB|SLURM)_[A-Z_]+\b', text))
 
 
+@pytest.mark.e2e
 def test_every_variable_and_flag_the_manifests_pass_is_read():
   # The flags of `seqmnist.main`, from its own help (importing it here would
   # clash with the bench's flags that test_bench.py imports).
@@ -182,6 +183,7 @@ def test_tfjob_pod_templates_are_valid():
         VERSIONS[-1], strict=True)
 
 
+@pytest.mark.e2e
 def test_entrypoint_derives_tf_config_for_two_pods(tmp_path, mnist_dir):
   model_dir = tmp_path / 'run'
   port = two_free_ports()
@@ -272,6 +274,7 @@ def _sweep_manifest(runs_dir, data_dir, *extra):
   return result
 
 
+@pytest.mark.e2e
 def test_a_sweep_renders_as_a_valid_indexed_job(tmp_path):
   result = _sweep_manifest(tmp_path / 'sweep', '/data/mnist', '--parallel=3')
   assert result.returncode == 0, result.stderr[-3000:]
@@ -298,6 +301,7 @@ def test_a_sweep_renders_as_a_valid_indexed_job(tmp_path):
   assert not (tmp_path / 'sweep').exists()  # paths are the pods': no writes
 
 
+@pytest.mark.e2e
 def test_a_sweep_pod_runs_the_point_of_its_completion_index(tmp_path,
                                                             mnist_dir):
   runs = tmp_path / 'runs'

@@ -227,6 +227,7 @@ def _checkpoint_weights(model_dir, folder='checkpoints'):
       str(model_dir / folder))).items() if not k.startswith('save_counter/')}
 
 
+@pytest.mark.e2e
 def test_every_lever_resumes_exactly_after_sigterm(tmp_path, mnist_dir):
   reference = tmp_path / 'reference'
   result = run_cli(*_lever_run(reference, mnist_dir))
@@ -253,6 +254,7 @@ def test_every_lever_resumes_exactly_after_sigterm(tmp_path, mnist_dir):
     assert _results(model_dir)[key] == _results(reference)[key], key
 
 
+@pytest.mark.e2e
 def test_every_lever_two_replicas_match_one_device(tmp_path, mnist_dir):
   weights, results = {}, {}
   for strategy in ('one_device', 'mirrored'):
@@ -268,6 +270,7 @@ def test_every_lever_two_replicas_match_one_device(tmp_path, mnist_dir):
                              at_least=20, atol=5e-6)
 
 
+@pytest.mark.e2e
 def test_the_best_checkpoint_holds_the_averaged_weights(tmp_path, mnist_dir):
   model_dir = tmp_path / 'run'
   result = run_cli(*_lever_run(model_dir, mnist_dir))

@@ -60,7 +60,8 @@ def finished(tmp_path_factory, mnist_dir):
 
 def test_a_2x2_grid_runs_every_point_in_its_own_run_dir(finished):
   runs_dir, result = finished
-  assert sorted(os.listdir(runs_dir)) == sorted(POINTS + ['logs',
+  # .lock: the sweep's, held while it runs (a second sweep is refused).
+  assert sorted(os.listdir(runs_dir)) == sorted(POINTS + ['.lock', 'logs',
                                                          'sweep.json'])
   results = _results(runs_dir)
   for name, r in results.items():
@@ -172,6 +173,7 @@ def test_a_runs_dir_of_another_sweep_is_refused_untouched(finished,
   assert sorted(os.listdir(runs_dir)) == before
 
 
+@pytest.mark.unit
 def test_axis_values_are_gin_values():
   axis = sweep.parse_axis("Model.cell='gru','lstm'")
   assert axis == sweep.Axis('Model.cell', ('gru', 'lstm'))
@@ -182,6 +184,7 @@ def test_axis_values_are_gin_values():
       '0.001', '@schedules.CosineDecay()']
 
 
+@pytest.mark.unit
 def test_point_names_are_readable_stable_and_safe():
   points = sweep.grid([sweep.parse_axis("Model.cell='gru','lstm'"),
                        sweep.parse_axis('Trainer.clip_exclude=["a/b"],["a_b"]')])
