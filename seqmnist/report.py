@@ -81,6 +81,12 @@ def read_run(run: str) -> dict:
     if os.path.isdir(run_dir.events(split)):
       _warn_if_truncated(run_dir.events(split))
   bindings = drift.saved_bindings(run_dir) or {}
+  if bindings:
+    # A run made before a setting existed ran with its earlier value: so
+    # it is grouped, as it resumes (drift.earlier_defaults).
+    from seqmnist import experiment  # pylint: disable=g-import-not-at-top
+    for key, value in experiment.ADDED_LATER.items():
+      bindings.setdefault(key, value)
   steps = bindings.get('Trainer.steps')
   results = run_dir.read_results()
   from seqmnist import checkpoints  # pylint: disable=g-import-not-at-top

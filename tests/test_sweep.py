@@ -267,6 +267,32 @@ def test_report_groups_seeds_with_the_statistics_of_the_results(
   assert plot.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
+def test_report_groups_a_run_made_before_a_setting_with_its_earlier_value(
+    finished, tmp_path):
+  """A run whose operative config predates Data.normalization ran with
+  'mnist' (validators.added_later): it groups with a run that sets 'mnist',
+  as it would resume, not apart from it."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  runs_dir = tmp_path / 'runs'
+  shutil.copytree(finished[0], runs_dir)
+  for name in os.listdir(runs_dir):
+    config = runs_dir / name / 'operative_config.gin'
+    if not config.exists():
+      continue
+    text = config.read_text()
+    assert "Data.normalization = 'dataset'" in text
+    if name.startswith('Trainer.seed=0'):  # set explicitly
+      text = text.replace("Data.normalization = 'dataset'",
+                          "Data.normalization = 'mnist'")
+    else:  # made before the setting existed
+      text = text.replace("Data.normalization = 'dataset'\n", '')
+    config.write_text(text)
+  result = _report(str(runs_dir), '--json')
+  assert result.returncode == 0, result.stderr[-3000:]
+  groups = {g['label']: g['n'] for g in json.loads(result.stdout)['groups']}
+  assert groups == {'Model.units=8': 2, 'Model.units=16': 2}
+
+
 def test_report_of_a_folder_without_runs_is_one_line(tmp_path):
   result = _report(str(tmp_path))
   assert result.returncode == 2
