@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import FAST, REPO, gin_params, run_cli
-from test_distribute import assert_float_weights_close
+from test_distribute import _local_cluster, assert_float_weights_close
 from test_main import _results, _weights
 
 pytestmark = pytest.mark.ci_provides('the Slurm cluster')
@@ -130,16 +130,17 @@ def _follow_until_done(job, tmp_path, deadline, ready_to_restart):
   return states
 
 
+PREEMPTED_RUN = ('Trainer.steps_per_loop=1', 'Trainer.steps=100',
+                 'Trainer.eval_every=20', 'Trainer.checkpoint_every=20')
+
+
 def test_preempted_job_requeues_itself_and_resumes(tmp_path, mnist_dir):
   reason = _slurm_node_up()
   if reason:
     pytest.skip(f'SLURM NOT AVAILABLE, real-cluster test not run: {reason}')
   model_dir, logs = tmp_path / 'run', tmp_path / 'logs'
   submitted = _sbatch(tmp_path, mnist_dir, '--parsable', port=23466,
-                      timeout=60, gin=('Trainer.steps_per_loop=1',
-                                       'Trainer.steps=100',
-                                       'Trainer.eval_every=20',
-                                       'Trainer.checkpoint_every=20'))
+                      timeout=60, gin=PREEMPTED_RUN)
   assert submitted.returncode == 0, submitted.stderr
   job = submitted.stdout.strip().split(';')[0]
   task0 = logs / f'slurm-{job}.task-0.log'
@@ -169,6 +170,54 @@ def test_preempted_job_requeues_itself_and_resumes(tmp_path, mnist_dir):
   results = _results(model_dir)
   assert results['global_step'] == 100 and results['replicas'] == 2
   assert results['steps_this_run'] == 100 - int(step.group(1))
+  # The preempted job ends where an uninterrupted 2-worker run ends, bit
+  # for bit (a Slurm job of 2 tasks = 2 workers over loopback: same
+  # all-reduce, same order), and key by key.
+  reference = tmp_path / 'uninterrupted'
+  made = _local_cluster(2, reference / 'run', mnist_dir, reference,
+                        *FAST, *PREEMPTED_RUN)
+  assert made.returncode == 0, made.stdout + made.stderr
+  expected = _results(reference / 'run')
+  for key in ('weights_fingerprint', 'test_accuracy', 'test_loss',
+              'best_val_accuracy', 'best_step', 'final_val_accuracy',
+              'global_step', 'replicas'):
+    assert results[key] == expected[key], key
+
+
+def test_a_job_preempted_past_its_requeue_budget_gives_up_in_one_line(
+    tmp_path, mnist_dir, monkeypatch):
+  reason = _slurm_node_up()
+  if reason:
+    pytest.skip(f'SLURM NOT AVAILABLE, real-cluster test not run: {reason}')
+  monkeypatch.setenv('SEQMNIST_MAX_REQUEUES', '0')  # sbatch passes it on
+  logs = tmp_path / 'logs'
+  submitted = _sbatch(tmp_path, mnist_dir, '--parsable', port=23476,
+                      timeout=60, gin=PREEMPTED_RUN)
+  assert submitted.returncode == 0, submitted.stderr
+  job = submitted.stdout.strip().split(';')[0]
+  task0 = logs / f'slurm-{job}.task-0.log'
+  try:
+    deadline = time.time() + 300
+    while 'Saved checkpoint' not in (task0.read_text() if task0.exists()
+                                     else ''):
+      assert time.time() < deadline, 'training never reached step 20'
+      time.sleep(0.1)
+    subprocess.run(['scancel', '--signal=TERM', job], check=True)
+    _wait_for_job(job, timeout=300)
+  finally:
+    subprocess.run(['scancel', job], check=False)
+  batch_log = (tmp_path / f'slurm-{job}.out').read_text()
+  gave_up = [line for line in batch_log.splitlines() if 'giving up' in line]
+  assert gave_up == [
+      'seqmnist: preempted (exit 143) after 0 requeues; giving up: resubmit '
+      'the same command to resume from the newest checkpoint'], batch_log
+  assert 'requeueing' not in batch_log
+  assert 'seqmnist: training exited with 143' in batch_log
+  step = re.search(r'seqmnist: preempted: checkpoint saved at step (\d+)',
+                   task0.read_text())
+  assert step and (tmp_path / 'run' / 'checkpoints' /
+                   f'ckpt-{step.group(1)}.index').exists()
+  assert not (tmp_path / 'run' / 'results.json').exists()
 
 
 def _wait_for_job(job_id, timeout=900):
@@ -218,14 +267,16 @@ def test_a_sweep_runs_as_a_slurm_job_array(tmp_path, mnist_dir):
     assert f'Trainer.seed = {seed}' in (run / 'operative_config.gin').read_text()
     fingerprints[seed] = results['weights_fingerprint']
   assert len(set(fingerprints.values())) == 3  # three different seeds ran
-  # Task 1 ran exactly what `seqmnist.main` runs for that point.
-  local = subprocess.run(
-      [sys.executable, '-m', 'seqmnist.main', '--gin_file=row.gin',
-       *gin_params(*SWEEP_RUN, 'Trainer.seed=1'),
-       f'--model_dir={tmp_path / "local"}', f'--data_dir={mnist_dir}'],
-      cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
-  assert local.returncode == 0, local.stderr[-3000:]
-  assert _results(tmp_path / 'local')['weights_fingerprint'] == fingerprints[1]
+  # Each array task ran exactly what `seqmnist.main` runs for its point.
+  for seed in (0, 1, 2):
+    local = subprocess.run(
+        [sys.executable, '-m', 'seqmnist.main', '--gin_file=row.gin',
+         *gin_params(*SWEEP_RUN, f'Trainer.seed={seed}'),
+         f'--model_dir={tmp_path / f"local{seed}"}', f'--data_dir={mnist_dir}'],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert local.returncode == 0, local.stderr[-3000:]
+    assert _results(tmp_path / f'local{seed}')['weights_fingerprint'] == (
+        fingerprints[seed]), seed
 
   # Resubmitting submits only what is unfinished.
   os.remove(runs / 'Trainer.seed=2' / 'results.json')
