@@ -216,3 +216,37 @@ def test_an_export_of_a_fused_run_serves_without_the_op(tmp_path, mnist_dir):
   graph = (export_dir / 'saved_model.pb').read_bytes()
   assert b'SeqmnistFusedRnn' not in graph
   assert b'MatMul' in graph  # Keras' step is what serves
+
+
+@pytest.mark.e2e
+def test_every_lever_with_the_op_resumes_exactly_after_sigterm(tmp_path,
+                                                               mnist_dir):
+  """With the op forced (two threads: 'auto' would pick Keras' layer), a run
+  with every lever on, SIGTERMed after its first checkpoint and resumed,
+  ends with the uninterrupted run's weights, bit for bit."""
+  import re  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  from conftest import start_cli, wait_for_line  # pylint: disable=g-import-not-at-top
+  from test_levers import _checkpoint_weights, _lever_run  # pylint: disable=g-import-not-at-top
+  from test_reliability import EXACT, PREEMPTED  # pylint: disable=g-import-not-at-top
+  fused_ = "Model.implementation='fused'"
+  reference = tmp_path / 'reference'
+  result = run_cli(*_lever_run(reference, mnist_dir, fused_))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'run as one fused oneDNN op' in result.stderr
+  model_dir, log = tmp_path / 'run', tmp_path / 'stderr.log'
+  proc = start_cli(*_lever_run(model_dir, mnist_dir, fused_,
+                               'Trainer.steps_per_loop=1'), log=log)
+  wait_for_line(log, 'Saved checkpoint', [proc])
+  proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=120) == PREEMPTED, log.read_text()[-3000:]
+  assert int(re.search(r'checkpoint saved at step (\d+) of',
+                       log.read_text()).group(1)) < 60
+  resumed = run_cli(*_lever_run(model_dir, mnist_dir, fused_))
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  want, got = _checkpoint_weights(reference), _checkpoint_weights(model_dir)
+  assert got.keys() == want.keys()
+  for name in want:
+    np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+  for key in EXACT:
+    assert _results(model_dir)[key] == _results(reference)[key], key

@@ -3,6 +3,7 @@ the CLI on real MNIST, with real files broken the way disks and users break
 them, and real signals. (The foreign folder and the lock: test_rundir.py.)
 """
 
+import contextlib
 import gzip
 import os
 import re
@@ -516,23 +517,29 @@ def test_a_full_disk_during_a_save_is_one_line_and_a_rerun_resumes_exactly(
   _assert_same_run(roomy, finished[1])
 
 
-@pytest.fixture
-def read_only_checkpoints(tmp_path, mnist_dir):
-  """A run stopped at step 30 whose checkpoints/ is then mounted read-only
-  (a bind mount: root ignores file modes, not a read-only mount)."""
-  model_dir = _stopped_at_30(tmp_path, mnist_dir)
-  folder = str(model_dir / 'checkpoints')
+@contextlib.contextmanager
+def _read_only(folder):
+  """`folder` mounted read-only over itself (a bind mount: root ignores file
+  modes, not a read-only mount); skips where mounting is not allowed."""
   made = subprocess.run(f'mount --bind {folder} {folder} && '
                         f'mount -o remount,bind,ro {folder}', shell=True,
                         capture_output=True, text=True, check=False)
   if made.returncode:
-    subprocess.run(['umount', folder], check=False)
+    subprocess.run(['umount', str(folder)], check=False)
     pytest.skip(f'cannot make a read-only bind mount (needs root): '
                 f'{made.stderr.strip()}')
   try:
-    yield model_dir
+    yield folder
   finally:
-    subprocess.run(['umount', '-l', folder], check=False)
+    subprocess.run(['umount', '-l', str(folder)], check=False)
+
+
+@pytest.fixture
+def read_only_checkpoints(tmp_path, mnist_dir):
+  """A run stopped at step 30 whose checkpoints/ is then read-only."""
+  model_dir = _stopped_at_30(tmp_path, mnist_dir)
+  with _read_only(model_dir / 'checkpoints'):
+    yield model_dir
 
 
 def test_a_read_only_checkpoint_folder_is_one_line_and_a_rerun_resumes(
@@ -561,21 +568,12 @@ def test_a_model_dir_in_a_folder_that_denies_writing_is_one_line(
   anything is read or written, naming the folder."""
   parent = tmp_path / 'read_only'
   parent.mkdir()
-  made = subprocess.run(f'mount --bind {parent} {parent} && '
-                        f'mount -o remount,bind,ro {parent}', shell=True,
-                        capture_output=True, text=True, check=False)
-  if made.returncode:
-    subprocess.run(['umount', str(parent)], check=False)
-    pytest.skip(f'cannot make a read-only bind mount (needs root): '
-                f'{made.stderr.strip()}')
-  try:
+  with _read_only(parent):
     model_dir = parent / 'runs' / 'run'
     result = run_cli(*_args(model_dir, mnist_dir))
     _fails_in_one_line(result, f'--model_dir={model_dir} is not writable '
                        f'({parent} denies write access)')
     assert os.listdir(parent) == []
-  finally:
-    subprocess.run(['umount', '-l', str(parent)], check=False)
 
 
 def _tool(module, *args):

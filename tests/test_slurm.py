@@ -134,24 +134,35 @@ PREEMPTED_RUN = ('Trainer.steps_per_loop=1', 'Trainer.steps=100',
                  'Trainer.eval_every=20', 'Trainer.checkpoint_every=20')
 
 
+def _preempt_after_first_checkpoint(tmp_path, mnist_dir, port):
+  """Submits PREEMPTED_RUN as a 2-task job and, once it saved its first
+  checkpoint, sends SIGTERM as Slurm does before a time limit (--signal) or
+  a preemption. Returns the job id and the deadline the test keeps to."""
+  submitted = _sbatch(tmp_path, mnist_dir, '--parsable', port=port,
+                      timeout=60, gin=PREEMPTED_RUN)
+  assert submitted.returncode == 0, submitted.stderr
+  job = submitted.stdout.strip().split(';')[0]
+  task0 = tmp_path / 'logs' / f'slurm-{job}.task-0.log'
+  deadline = time.time() + 300
+  try:
+    while 'Saved checkpoint' not in (task0.read_text() if task0.exists()
+                                     else ''):
+      assert time.time() < deadline, 'training never reached step 20'
+      time.sleep(0.1)
+    subprocess.run(['scancel', '--signal=TERM', job], check=True)
+  except BaseException:
+    subprocess.run(['scancel', job], check=False)
+    raise
+  return job, deadline
+
+
 def test_preempted_job_requeues_itself_and_resumes(tmp_path, mnist_dir):
   reason = _slurm_node_up()
   if reason:
     pytest.skip(f'SLURM NOT AVAILABLE, real-cluster test not run: {reason}')
   model_dir, logs = tmp_path / 'run', tmp_path / 'logs'
-  submitted = _sbatch(tmp_path, mnist_dir, '--parsable', port=23466,
-                      timeout=60, gin=PREEMPTED_RUN)
-  assert submitted.returncode == 0, submitted.stderr
-  job = submitted.stdout.strip().split(';')[0]
-  task0 = logs / f'slurm-{job}.task-0.log'
+  job, deadline = _preempt_after_first_checkpoint(tmp_path, mnist_dir, 23466)
   try:
-    deadline = time.time() + 300
-    while 'Saved checkpoint' not in (task0.read_text() if task0.exists()
-                                     else ''):
-      assert time.time() < deadline, 'training never reached step 20'
-      time.sleep(0.1)
-    # What Slurm does before a time limit (--signal) or a preemption.
-    subprocess.run(['scancel', '--signal=TERM', job], check=True)
     states = _follow_until_done(job, tmp_path, deadline, _node_idle)
   finally:
     subprocess.run(['scancel', job], check=False)
@@ -190,19 +201,9 @@ def test_a_job_preempted_past_its_requeue_budget_gives_up_in_one_line(
   if reason:
     pytest.skip(f'SLURM NOT AVAILABLE, real-cluster test not run: {reason}')
   monkeypatch.setenv('SEQMNIST_MAX_REQUEUES', '0')  # sbatch passes it on
-  logs = tmp_path / 'logs'
-  submitted = _sbatch(tmp_path, mnist_dir, '--parsable', port=23476,
-                      timeout=60, gin=PREEMPTED_RUN)
-  assert submitted.returncode == 0, submitted.stderr
-  job = submitted.stdout.strip().split(';')[0]
-  task0 = logs / f'slurm-{job}.task-0.log'
+  job, _ = _preempt_after_first_checkpoint(tmp_path, mnist_dir, 23476)
+  task0 = tmp_path / 'logs' / f'slurm-{job}.task-0.log'
   try:
-    deadline = time.time() + 300
-    while 'Saved checkpoint' not in (task0.read_text() if task0.exists()
-                                     else ''):
-      assert time.time() < deadline, 'training never reached step 20'
-      time.sleep(0.1)
-    subprocess.run(['scancel', '--signal=TERM', job], check=True)
     _wait_for_job(job, timeout=300)
   finally:
     subprocess.run(['scancel', job], check=False)
