@@ -13,11 +13,11 @@ BUILD.md, "Extending", and tests/test_extending.py, which does exactly that.
 """
 
 import dataclasses
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Optional
 
 import numpy as np
 
-from seqmnist import validators
+from seqmnist import registry
 
 if TYPE_CHECKING:
   import keras  # pylint: disable=g-bad-import-order
@@ -69,30 +69,12 @@ class Cell:
   torch: str = ''
 
 
-_CELLS: Dict[str, Cell] = {}
-
-
-def register(cell: Cell) -> Cell:
-  """Adds a cell; a name registered twice is a programming error."""
-  if cell.name in _CELLS and _CELLS[cell.name] != cell:
-    raise ValueError(f'a cell named {cell.name!r} is already registered')
-  _CELLS[cell.name] = cell
-  return cell
-
-
-def names() -> Tuple[str, ...]:
-  return tuple(_CELLS)
-
-
-def get(name: str) -> Cell:
-  """The registered cell `name`.
-
-  Raises:
-    ConfigError: naming the value and the registered cells (with a
-      non-string value too).
-  """
-  validators.check_choice('Model.cell', name, _CELLS)
-  return _CELLS[name]
+CELLS = registry.Registry(
+    'Model.cell', 'a new one is one cells.register call: BUILD.md, '
+    '"Extending"')
+register = CELLS.register
+names = CELLS.names
+get = CELLS.get
 
 
 # The cells seqmnist ships ----------------------------------------------------

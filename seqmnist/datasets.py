@@ -14,10 +14,9 @@ tests/test_extending.py, which does exactly that.
 """
 
 import dataclasses
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
-from seqmnist import validators
-from seqmnist.errors import ConfigError
+from seqmnist import registry
 
 DIGITS = tuple('0123456789')
 
@@ -68,37 +67,16 @@ class Dataset:
     return self.image_size * self.image_size
 
 
-_DATASETS: Dict[str, Dataset] = {}
-
-
-def register(dataset: Dataset) -> Dataset:
-  """Adds a dataset; a name registered twice is a programming error."""
-  if dataset.name in _DATASETS and _DATASETS[dataset.name] != dataset:
-    raise ValueError(f'a dataset named {dataset.name!r} is already registered')
-  _DATASETS[dataset.name] = dataset
-  return dataset
-
-
-def names() -> Tuple[str, ...]:
-  return tuple(_DATASETS)
-
-
-def get(name: str) -> Dataset:
-  """The registered dataset `name`.
-
-  Raises:
-    ConfigError: naming the value and the registered datasets.
-  """
-  try:
-    validators.check_choice('Data.dataset', name, _DATASETS)
-  except ConfigError as e:
-    raise ConfigError(f'{e} (a new one is one datasets.register call: '
-                      'BUILD.md, "Extending")') from None
-  return _DATASETS[name]
+DATASETS = registry.Registry(
+    'Data.dataset', 'a new one is one datasets.register call: BUILD.md, '
+    '"Extending"')
+register = DATASETS.register
+names = DATASETS.names
+get = DATASETS.get
 
 
 def registered() -> Tuple[Dataset, ...]:
-  return tuple(_DATASETS.values())
+  return tuple(DATASETS.entries.values())
 
 
 # The datasets seqmnist ships ---------------------------------------------

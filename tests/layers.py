@@ -3,9 +3,9 @@ may import modules of its own layer or below, never above.
 tests/test_rundir.py::test_imports_only_run_downward holds the code to it."""
 
 LAYERS = (
-    # 0 foundations: errors, the checks every configurable runs, and every
-    #   reader of a user's path
-    ('errors', 'validators', 'files'),
+    # 0 foundations: errors, the checks every configurable runs, every
+    #   reader of a user's path, the registry of named entries
+    ('errors', 'validators', 'files', 'registry'),
     # 1 formats and places: IDX files, the run directory, cluster discovery,
     #   the command line's shared parts,
     #   gate biases, gradient clipping, TFDS's download cache, gin text,

@@ -111,7 +111,8 @@ def test_a_registered_cell_reaches_every_table(my_cells, monkeypatch):
     return experiment.Configs.from_gin().memory_bytes()
 
   monkeypatch.syspath_prepend(str(my_cells))
-  monkeypatch.setattr(cells, '_CELLS', dict(cells._CELLS))  # undone after
+  monkeypatch.setattr(cells.CELLS, 'entries',
+                      dict(cells.CELLS.entries))  # undone after
   import importlib  # pylint: disable=g-import-not-at-top
   importlib.import_module('my_cells')
   try:
