@@ -495,18 +495,23 @@ def small_disk(tmp_path):
     subprocess.run(['umount', '-l', str(mount)], check=False)
 
 
+def _assert_save_failed(result, model_dir, cause, kind='(rolling|best)',
+                        step=r'\d+', folder='(checkpoints|best)'):
+  """Exit 2 and the one line of a save that could not be written."""
+  assert result.returncode == 2, result.stderr[-3000:]
+  line = _one_line(result.stderr, 'error')
+  assert re.fullmatch(
+      rf'seqmnist: error: could not save the {kind} checkpoint of step '
+      rf'{step} in {re.escape(str(model_dir))}/{folder}: {cause}; the newest '
+      r'intact checkpoint is kept: make room \(or fix the permission\) and '
+      r'rerun the same command to resume', line), line
+
+
 def test_a_full_disk_during_a_save_is_one_line_and_a_rerun_resumes_exactly(
     tmp_path, mnist_dir, finished, small_disk):
   model_dir = small_disk / 'run'
   result = run_cli(*_args(model_dir, mnist_dir))
-  assert result.returncode == 2, result.stderr[-3000:]
-  line = _one_line(result.stderr, 'error')
-  assert re.fullmatch(
-      r'seqmnist: error: could not save the (rolling|best) checkpoint of '
-      rf'step \d+ in {re.escape(str(model_dir))}/(checkpoints|best): no space '
-      r'left on the device; the newest intact checkpoint is kept: make room '
-      r'\(or fix the permission\) and rerun the same command to resume',
-      line), line
+  _assert_save_failed(result, model_dir, 'no space left on the device')
   # Moved where there is room, the same command resumes to the
   # uninterrupted run's end, bit for bit.
   roomy = tmp_path / 'roomy'
@@ -546,13 +551,8 @@ def test_a_read_only_checkpoint_folder_is_one_line_and_a_rerun_resumes(
     mnist_dir, finished, read_only_checkpoints):
   model_dir = read_only_checkpoints
   result = run_cli(*_args(model_dir, mnist_dir))
-  assert result.returncode == 2, result.stderr[-3000:]
-  line = _one_line(result.stderr, 'error')
-  assert re.fullmatch(
-      r'seqmnist: error: could not save the rolling checkpoint of step 40 in '
-      rf'{re.escape(str(model_dir))}/checkpoints: read-only file system; the '
-      r'newest intact checkpoint is kept: make room \(or fix the permission\)'
-      r' and rerun the same command to resume', line), line
+  _assert_save_failed(result, model_dir, 'read-only file system',
+                      kind='rolling', step='40', folder='checkpoints')
   assert not (model_dir / 'results.json').exists()
   # Writable again, the same command resumes to the uninterrupted run's end.
   subprocess.run(['umount', str(model_dir / 'checkpoints')], check=True)
