@@ -164,16 +164,18 @@ TIERS = {
     'test_slurm.py': 'system', 'test_slurm_multinode.py': 'system',
     'test_container.py': 'system',
 }
-TIER_NAMES = ('unit', 'e2e', 'system')
+# Each tier's marker description; the names are the tiers.
+TIER_HELP = {'unit': 'in-process and quick: the quick tier',
+             'e2e': 'real runs of the CLI and tools',
+             'system': 'the Slurm cluster or the container image'}
+TIER_NAMES = tuple(TIER_HELP)
 
 
 def pytest_configure(config):
   config.addinivalue_line(
       'markers', 'ci_provides(component): needs a component .ci/run sets up '
       '(a skip fails the run when CI is set)')
-  for name, what in (('unit', 'in-process and quick: the quick tier'),
-                     ('e2e', 'real runs of the CLI and tools'),
-                     ('system', 'the Slurm cluster or the container image')):
+  for name, what in TIER_HELP.items():
     config.addinivalue_line('markers', f'{name}: tier: {what}')
 
 
