@@ -56,7 +56,7 @@ def _onednn_dir(kind, marker):
 
 setuptools.setup(
     package_dir={'seqmnist': 'seqmnist', 'seqmnist.gin': 'gin'},
-    packages=['seqmnist', 'seqmnist.gin'],
+    packages=['seqmnist', 'seqmnist.tools', 'seqmnist.serving', 'seqmnist.gin'],
     package_data={'seqmnist.gin': ['*.gin', '*/*.gin']},
     ext_modules=[setuptools.Extension('seqmnist._fused_rnn',
                                       ['seqmnist/native/fused_rnn.cc'])],

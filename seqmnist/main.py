@@ -14,7 +14,7 @@ from seqmnist import cli
 cli.import_tensorflow_quietly()  # before the modules below import it
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from seqmnist import config
+from seqmnist import gin_files
 from seqmnist import train_eval
 from seqmnist.errors import UserError, exit_on_error
 
@@ -38,7 +38,7 @@ _DATA_DIR = flags.DEFINE_string(
 def _train():
   if not _GIN_FILE.value:
     raise UserError('--gin_file is required, e.g. --gin_file=row.gin')
-  config.parse(_GIN_FILE.value, _GIN_PARAM.value,
+  gin_files.parse(_GIN_FILE.value, _GIN_PARAM.value,
                allow_imports=_ALLOW_GIN_IMPORTS.value,
                run_defaults=train_eval.resume_bindings(_MODEL_DIR.value))
   return train_eval.train_and_evaluate(_MODEL_DIR.value, _DATA_DIR.value,

@@ -145,7 +145,7 @@ class ModelConfig:
 
 
 # 'auto' runs the fused op only on one thread: measured in the trainer
-# (`python -m seqmnist.bench`, docs/benchmarks.md), pixel GRU 128 at one
+# (`python -m seqmnist.tools.bench`, docs/benchmarks.md), pixel GRU 128 at one
 # thread per process ran 1.26x Keras' layer (320 vs 255 examples/s), while
 # with two threads Keras' layer was faster on every row/pixel x GRU/LSTM row
 # (the op 0.62x-0.99x): oneDNN 3.2's f32 RNN is its reference

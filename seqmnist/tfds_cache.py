@@ -129,7 +129,7 @@ def check_network(dataset_builder) -> None:
         'through TFDS '
         f'({"; ".join(errors)}); without internet, pass --data_dir=FOLDER '
         'holding the four IDX files, or prepare TFDS from them with '
-        '`python -m seqmnist.prepare_tfds --idx_dir=FOLDER`')
+        '`python -m seqmnist.tools.prepare_tfds --idx_dir=FOLDER`')
 
 
 def seed(idx_dir: str, dataset_builder) -> None:

@@ -1,11 +1,14 @@
 """The package's layers, lowest first (BUILD.md, "Architecture"): a module
-may import modules of its own layer or below, never above.
+may import modules of its own layer or below, never above. Modules of the
+subpackages are named with their package (`tools.report`); a subpackage's
+__init__ holds only its docstring.
 tests/test_rundir.py::test_imports_only_run_downward holds the code to it."""
 
 LAYERS = (
-    # 0 foundations: errors, the checks every configurable runs, every
-    #   reader of a user's path, the registry of named entries
-    ('errors', 'validators', 'files', 'registry'),
+    # 0 foundations: the package (its __init__ and the old names of moved
+    #   modules), errors, the checks every configurable runs, every reader of
+    #   a user's path, the registry of named entries
+    ('__init__', 'moved', 'errors', 'validators', 'files', 'registry'),
     # 1 formats and places: IDX files, the run directory, cluster discovery,
     #   the command line's shared parts,
     #   gate biases, gradient clipping, TFDS's download cache, gin text,
@@ -22,11 +25,13 @@ LAYERS = (
     ('checkpoints', 'preemption', 'progress', 'evaluator', 'dashboard',
      'controller', 'trainer'),
     # 4 assembly: the experiment builder, the loop's actions, gin parsing
-    ('experiment', 'actions', 'config'),
-    # 5 jobs: train+eval, export, predict, the bench's measurements, sweeps,
-    #   the report
-    ('train_eval', 'export', 'predict', 'bench_variants', 'sweeps',
-     'sweep_arrays', 'report', 'release'),
-    # 6 entry points
-    ('main', 'bench', 'sweep', 'prepare_tfds', 'curves'),
+    ('experiment', 'actions', 'gin_files'),
+    # 5 jobs: train+eval; serving: export, predict; tools: the bench's
+    #   measurements, sweeps (the grid, cluster backends), the report, release
+    ('train_eval', 'serving.export', 'serving.predict',
+     'tools.bench_measurements', 'tools.sweep_grid', 'tools.sweep_cluster',
+     'tools.report', 'tools.release'),
+    # 6 entry points: training, and the tools' command lines
+    ('main', 'tools.bench', 'tools.sweep', 'tools.prepare_tfds',
+     'tools.curves'),
 )

@@ -1,6 +1,6 @@
 """The benchmark harness in its smoke mode: it runs every variant for real
 (tiny sizes) and produces the table and JSON. No timing is asserted: speed is
-measured by `python -m seqmnist.bench` itself (docs/benchmarks.md), never by a
+measured by `python -m seqmnist.tools.bench` itself (docs/benchmarks.md), never by a
 test.
 """
 
@@ -12,15 +12,15 @@ import sys
 import pytest
 
 from conftest import REPO
-from seqmnist import bench
-from seqmnist import bench_variants
+from seqmnist.tools import bench
+from seqmnist.tools import bench_measurements
 from seqmnist import fused
 
 
 def test_smoke_run_produces_the_table_and_json(tmp_path, mnist_dir):
   output = tmp_path / 'bench.json'
   result = subprocess.run(
-      [sys.executable, '-m', 'seqmnist.bench', '--smoke',
+      [sys.executable, '-m', 'seqmnist.tools.bench', '--smoke',
        f'--data_dir={mnist_dir}', f'--output={output}'],
       cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -64,7 +64,7 @@ def test_the_limit_variant_computes_the_models_loss(cell):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   units, features = 8, 5
-  variables, loss_fn = bench_variants.bare_recurrence(cell, units, features)
+  variables, loss_fn = bench_measurements.bare_recurrence(cell, units, features)
   rng = np.random.default_rng(0)
   for v in variables:
     v.assign(rng.normal(scale=0.3, size=v.shape).astype('float32'))
@@ -98,8 +98,8 @@ def test_flops_per_example_by_hand():
 
 def test_unknown_variant_is_one_line_error():
   result = subprocess.run(
-      [sys.executable, '-m', 'seqmnist.bench', '--variants=ours,fast'],
+      [sys.executable, '-m', 'seqmnist.tools.bench', '--variants=ours,fast'],
       cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1].startswith(
-      "seqmnist.bench: error: unknown task, cell or variant 'fast'")
+      "seqmnist.tools.bench: error: unknown task, cell or variant 'fast'")

@@ -5,17 +5,17 @@ import os
 import gin
 import pytest
 
-from seqmnist import config
+from seqmnist import gin_files
 from seqmnist import data
 from seqmnist import distribute
 from seqmnist import models
 from seqmnist import trainer
 from seqmnist.errors import ConfigError
 
-SHIPPED = sorted(f for f in os.listdir(config.gin_dir())
+SHIPPED = sorted(f for f in os.listdir(gin_files.gin_dir())
                  if f.endswith('.gin') and f != 'base.gin')
 ARTICLES = sorted('articles/' + f for f in
-                  os.listdir(os.path.join(config.gin_dir(), 'articles')))
+                  os.listdir(os.path.join(gin_files.gin_dir(), 'articles')))
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +35,7 @@ def test_row_pixel_permuted_are_shipped():
 
 @pytest.mark.parametrize('name', SHIPPED + ARTICLES)
 def test_each_shipped_gin_file_parses_and_builds(name):
-  config.parse([name], [])
+  gin_files.parse([name], [])
   data_config, model_config, trainer_config, _ = _build_all()
   assert data_config.order in data.ORDERS
   assert model_config.units >= 1
@@ -57,7 +57,7 @@ def test_each_shipped_gin_file_parses_and_builds(name):
                                            'rmsprop', None, 128, 21500, 2.0)),
 ])
 def test_article_configs_carry_the_articles_recipes(name, expected):
-  config.parse([name], [])
+  gin_files.parse([name], [])
   d, m, t, _ = _build_all()
   lr = t.learning_rate if isinstance(t.learning_rate, float) else None
   assert (d.order, m.cell, m.units, m.layers, t.optimizer, lr, d.batch_size,
@@ -70,12 +70,12 @@ def test_article_configs_carry_the_articles_recipes(name, expected):
 def test_orders_of_the_task_files():
   for name, order in (('row.gin', 'row'), ('pixel.gin', 'pixel'),
                       ('permuted.gin', 'permuted')):
-    config.parse([name], [])
+    gin_files.parse([name], [])
     assert data.DataConfig().order == order
 
 
 def test_gin_param_reaches_its_object():
-  config.parse(['pixel.gin'], ['Trainer.steps = 7', "Model.cell = 'lstm'",
+  gin_files.parse(['pixel.gin'], ['Trainer.steps = 7', "Model.cell = 'lstm'",
                                'Data.batch_size = 32', 'UNITS = 64'])
   data_config, model_config, trainer_config, _ = _build_all()
   assert trainer_config.steps == 7
@@ -86,33 +86,33 @@ def test_gin_param_reaches_its_object():
 
 
 def test_a_path_and_a_bare_name_are_the_same_file():
-  path = os.path.join(config.gin_dir(), 'row.gin')
-  assert config.resolve('row.gin') == path
-  assert config.resolve(path) == path
+  path = os.path.join(gin_files.gin_dir(), 'row.gin')
+  assert gin_files.resolve('row.gin') == path
+  assert gin_files.resolve(path) == path
 
 
 def test_later_files_override_earlier_ones(tmp_path):
   extra = tmp_path / 'short.gin'
   extra.write_text('Trainer.steps = 3\n')
-  config.parse(['row.gin', str(extra)], [])
+  gin_files.parse(['row.gin', str(extra)], [])
   assert trainer.TrainerConfig().steps == 3
 
 
 def test_unknown_name_fails_naming_it():
   with pytest.raises(ConfigError,
                      match="'Trainer' doesn't have a parameter named 'stepz'"):
-    config.parse(['row.gin'], ['Trainer.stepz = 5'])
+    gin_files.parse(['row.gin'], ['Trainer.stepz = 5'])
   with pytest.raises(ConfigError, match='Nonsense'):
-    config.parse(['row.gin'], ['Nonsense.steps = 5'])
+    gin_files.parse(['row.gin'], ['Nonsense.steps = 5'])
 
 
 def test_missing_gin_file():
   with pytest.raises(ConfigError, match='--gin_file=nope.gin not found'):
-    config.parse(['nope.gin'], [])
+    gin_files.parse(['nope.gin'], [])
 
 
 def test_config_is_finalized():
-  config.parse(['row.gin'], [])
+  gin_files.parse(['row.gin'], [])
   with pytest.raises(RuntimeError):
     gin.bind_parameter('Trainer.steps', 5)
 
@@ -137,6 +137,6 @@ def test_config_is_finalized():
     ("Distribute.strategy = 'tpu'", "Distribute.strategy='tpu'"),
 ])
 def test_wrong_values_fail_naming_the_binding(binding, message):
-  config.parse(['row.gin'], [binding])
+  gin_files.parse(['row.gin'], [binding])
   with pytest.raises(ConfigError, match=message):
     _build_all()

@@ -37,7 +37,7 @@ def exported(request, tmp_path_factory, mnist_dir):
                    f'--data_dir={mnist_dir}',
                    *gin_params(*FAST, 'Trainer.checkpoint_every=10', *params))
   assert result.returncode == 0, result.stderr[-3000:]
-  result = _module('seqmnist.export', f'--model_dir={model_dir}',
+  result = _module('seqmnist.serving.export', f'--model_dir={model_dir}',
                    f'--export_dir={export_dir}')
   assert result.returncode == 0, result.stderr[-3000:]
   return model_dir, export_dir
@@ -74,7 +74,7 @@ def test_predict_cli_on_pngs_and_an_idx_file(exported, mnist_dir, tmp_path):
   with gzip.open(subset, 'wb') as f:
     f.write(header + images[:50].tobytes())
 
-  result = _module('seqmnist.predict', f'--export_dir={export_dir}', *pngs,
+  result = _module('seqmnist.serving.predict', f'--export_dir={export_dir}', *pngs,
                    str(subset))
   assert result.returncode == 0, result.stderr[-3000:]
   lines = result.stdout.strip().splitlines()
@@ -92,13 +92,13 @@ def test_predict_cli_on_pngs_and_an_idx_file(exported, mnist_dir, tmp_path):
 def test_export_and_predict_errors_are_one_line(exported, tmp_path):
   model_dir, export_dir = exported
   cases = [
-      (('seqmnist.export', f'--model_dir={model_dir}',
+      (('seqmnist.serving.export', f'--model_dir={model_dir}',
         f'--export_dir={export_dir}'), 'already exists'),
-      (('seqmnist.export', f'--model_dir={tmp_path}',
+      (('seqmnist.serving.export', f'--model_dir={tmp_path}',
         f'--export_dir={tmp_path}/x'), 'not a seqmnist run directory'),
-      (('seqmnist.predict', f'--export_dir={export_dir}',
+      (('seqmnist.serving.predict', f'--export_dir={export_dir}',
         str(tmp_path / 'nope.png')), 'nope.png does not exist'),
-      (('seqmnist.predict', f'--export_dir={tmp_path}/none', 'a.png'),
+      (('seqmnist.serving.predict', f'--export_dir={tmp_path}/none', 'a.png'),
        'is not a SavedModel folder'),
   ]
   for args, message in cases:
@@ -113,12 +113,12 @@ def test_export_and_predict_errors_are_one_line(exported, tmp_path):
 
 def test_predict_pointed_at_a_run_dir_says_to_export_it(exported):
   model_dir, _ = exported
-  result = _module('seqmnist.predict', f'--export_dir={model_dir}', 'a.png')
+  result = _module('seqmnist.serving.predict', f'--export_dir={model_dir}', 'a.png')
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == (
-      f'seqmnist.predict: error: --export_dir={model_dir} is not a SavedModel '
+      f'seqmnist.serving.predict: error: --export_dir={model_dir} is not a SavedModel '
       'folder (it is a run directory: export it first with python -m '
-      'seqmnist.export)')
+      'seqmnist.serving.export)')
 
 
 def test_an_rgba_png_drawn_through_alpha_reads_as_its_digit(
@@ -139,7 +139,7 @@ def test_an_rgba_png_drawn_through_alpha_reads_as_its_digit(
     r.write_bytes(tf.io.encode_png(pixels).numpy())
     gray.append(str(g))
     rgba.append(str(r))
-  result = _module('seqmnist.predict', f'--export_dir={export_dir}', *gray,
+  result = _module('seqmnist.serving.predict', f'--export_dir={export_dir}', *gray,
                    *rgba)
   assert result.returncode == 0, result.stderr[-2000:]
   lines = result.stdout.splitlines()
@@ -151,7 +151,7 @@ def test_a_blank_image_is_flagged(exported, tmp_path):
   _, export_dir = exported
   blank = tmp_path / 'blank.png'
   blank.write_bytes(tf.io.encode_png(np.zeros((28, 28, 1), np.uint8)).numpy())
-  result = _module('seqmnist.predict', f'--export_dir={export_dir}',
+  result = _module('seqmnist.serving.predict', f'--export_dir={export_dir}',
                    str(blank))
   assert result.returncode == 0, result.stderr[-2000:]
   assert result.stdout.strip().endswith(
@@ -163,7 +163,7 @@ def test_the_export_is_readable_as_the_umask_allows(exported, tmp_path):
   export_dir = tmp_path / 'shared_export'
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
   result = subprocess.run(
-      ['bash', '-c', f'umask 022 && {sys.executable} -m seqmnist.export '
+      ['bash', '-c', f'umask 022 && {sys.executable} -m seqmnist.serving.export '
        f'--model_dir={model_dir} --export_dir={export_dir}'],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
       check=False)

@@ -15,7 +15,7 @@ import pytest
 from conftest import FAST, REPO, gin_params
 
 from seqmnist import cells
-from seqmnist import config
+from seqmnist import gin_files
 from seqmnist import experiment
 from seqmnist import models
 from seqmnist.errors import ConfigError
@@ -107,7 +107,7 @@ def test_a_registered_cell_reaches_every_table(my_cells, monkeypatch):
   """Registered in-process: the memory check, the gate-init check and the
   fused-op choice read the registry, not a table of their own."""
   def memory(cell):
-    config.parse(['row.gin'], [f"Model.cell='{cell}'"])
+    gin_files.parse(['row.gin'], [f"Model.cell='{cell}'"])
     return experiment.Configs.from_gin().memory_bytes()
 
   monkeypatch.syspath_prepend(str(my_cells))
@@ -122,7 +122,7 @@ def test_a_registered_cell_reaches_every_table(my_cells, monkeypatch):
         cell='indrnn', implementation='fused'))  # not a cell the op covers
     with pytest.raises(ConfigError, match="Model.gate_init='chrono' needs "
                        "gates; Model.cell='indrnn' has none"):
-      config.parse(['row.gin'], ["Model.cell='indrnn'",
+      gin_files.parse(['row.gin'], ["Model.cell='indrnn'",
                                  "Model.gate_init='chrono'"])
       experiment.Configs.from_gin()
     with pytest.raises(ConfigError, match="Model.cell='nope' is not one of "
@@ -204,10 +204,10 @@ def test_a_new_dataset_is_one_file_and_trains_exports_and_predicts(tmp_path):
   assert results['test_accuracy'] > 0.6, results  # 4 classes: chance 0.25
   # The export takes 14x14 images, and predict scores them to the figure.
   exported = tmp_path / 'export'
-  made = tool('seqmnist.export', f'--model_dir={model_dir}',
+  made = tool('seqmnist.serving.export', f'--model_dir={model_dir}',
               f'--export_dir={exported}', '--allow_gin_imports')
   assert made.returncode == 0, made.stderr[-3000:]
-  scored = tool('seqmnist.predict', f'--export_dir={exported}',
+  scored = tool('seqmnist.serving.predict', f'--export_dir={exported}',
                 f'--labels={data_dir / "t10k-labels-idx1-ubyte"}',
                 str(data_dir / 't10k-images-idx3-ubyte'))
   assert scored.returncode == 0, scored.stderr[-3000:]

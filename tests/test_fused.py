@@ -209,7 +209,7 @@ def test_an_export_of_a_fused_run_serves_without_the_op(tmp_path, mnist_dir):
                              "Model.implementation='fused'"))
   assert result.returncode == 0, result.stderr[-3000:]
   exported = subprocess.run(
-      [sys.executable, '-m', 'seqmnist.export', f'--model_dir={model_dir}',
+      [sys.executable, '-m', 'seqmnist.serving.export', f'--model_dir={model_dir}',
        f'--export_dir={export_dir}'], capture_output=True, text=True,
       cwd=REPO, timeout=300, check=False)
   assert exported.returncode == 0, exported.stderr[-3000:]

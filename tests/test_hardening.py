@@ -588,12 +588,12 @@ def test_release_into_the_run_itself_is_refused(tmp_path, finished):
   shutil.copytree(finished[0], model_dir, symlinks=True)
   before = sorted(os.listdir(model_dir))
   for out in (model_dir / 'release', model_dir):
-    result = _tool('seqmnist.release', f'--model_dir={model_dir}',
+    result = _tool('seqmnist.tools.release', f'--model_dir={model_dir}',
                    f'--out={out}')
     _fails_in_one_line(
         result, f'--out={out} is inside --model_dir={model_dir}; give a '
         'folder outside the run (TensorBoard would show the run twice)',
-        'seqmnist.release')
+        'seqmnist.tools.release')
   assert sorted(os.listdir(model_dir)) == before
 
 
@@ -606,7 +606,7 @@ def test_an_export_removes_what_killed_exports_left(tmp_path, finished):
     (folder / 'saved_model.pb').write_bytes(b'half')
   two_hours_ago = time.time() - 7200
   os.utime(abandoned, (two_hours_ago, two_hours_ago))
-  result = _tool('seqmnist.export', f'--model_dir={finished[0]}',
+  result = _tool('seqmnist.serving.export', f'--model_dir={finished[0]}',
                  f'--export_dir={parent / "row"}')
   assert result.returncode == 0, result.stderr[-3000:]
   assert sorted(os.listdir(parent)) == ['.export-running', 'row']
@@ -621,7 +621,7 @@ def test_a_killed_sweep_stops_its_running_point(tmp_path, mnist_dir):
   log = tmp_path / 'sweep.log'
   with open(log, 'w') as out:
     sweep = subprocess.Popen(
-        [sys.executable, '-m', 'seqmnist.sweep', '--gin_file=row.gin',
+        [sys.executable, '-m', 'seqmnist.tools.sweep', '--gin_file=row.gin',
          f'--runs_dir={runs}', f'--data_dir={mnist_dir}',
          *gin_params(*FAST, 'Trainer.steps=100000',
                      'Trainer.checkpoint_every=10'),
@@ -656,7 +656,7 @@ def test_a_second_sweep_on_the_same_folder_is_refused_naming_the_first(
   """The sweep folder's lock: the second identical sweep fails at once with
   one line naming the first one's pid, and neither runs nor logs a point."""
   runs = tmp_path / 'sweep'
-  command = [sys.executable, '-m', 'seqmnist.sweep', '--gin_file=row.gin',
+  command = [sys.executable, '-m', 'seqmnist.tools.sweep', '--gin_file=row.gin',
              f'--runs_dir={runs}', f'--data_dir={mnist_dir}',
              *gin_params(*FAST, 'Trainer.steps=100000',
                          'Trainer.checkpoint_every=10'),
@@ -678,7 +678,7 @@ def test_a_second_sweep_on_the_same_folder_is_refused_naming_the_first(
     _fails_in_one_line(
         second, f'--runs_dir={runs} is in use by seqmnist pid {first.pid} on '
         f'{socket.gethostname()}; wait for it to end, or give another folder',
-        program='seqmnist.sweep')
+        program='seqmnist.tools.sweep')
     assert point_log.read_text().startswith(logged)
     assert first.poll() is None, 'the first sweep was disturbed'
   finally:
@@ -706,7 +706,7 @@ def _png(path, width, height):
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory, finished):
   export_dir = tmp_path_factory.mktemp('export') / 'model'
-  result = _tool('seqmnist.export', f'--model_dir={finished[0]}',
+  result = _tool('seqmnist.serving.export', f'--model_dir={finished[0]}',
                  f'--export_dir={export_dir}')
   assert result.returncode == 0, result.stderr[-3000:]
   return export_dir
@@ -717,10 +717,10 @@ def test_predict_refuses_a_huge_png_before_decoding_it(tmp_path, exported):
   _png(huge, 12000, 12000)
   assert huge.stat().st_size < 1_000_000
   started = time.time()
-  result = _tool('seqmnist.predict', f'--export_dir={exported}', str(huge))
+  result = _tool('seqmnist.serving.predict', f'--export_dir={exported}', str(huge))
   _fails_in_one_line(result, f'{huge} is a PNG of 12000x12000 pixels; '
                      'predict reads PNGs of up to 4096x4096 pixels (a digit '
-                     'is resized to 28x28)', 'seqmnist.predict')
+                     'is resized to 28x28)', 'seqmnist.serving.predict')
   assert time.time() - started < 60  # never decoded (3 GiB, seconds)
 
 
@@ -745,8 +745,8 @@ def test_predict_reads_only_regular_files_and_names_what_it_got(
        'damaged or truncated)'),
   ]
   for args, message in cases:
-    result = _tool('seqmnist.predict', f'--export_dir={exported}', *args)
-    _fails_in_one_line(result, message, 'seqmnist.predict')
+    result = _tool('seqmnist.serving.predict', f'--export_dir={exported}', *args)
+    _fails_in_one_line(result, message, 'seqmnist.serving.predict')
 
 
 def test_a_macro_defined_by_itself_is_one_line(tmp_path, mnist_dir):
@@ -808,7 +808,7 @@ def test_gin_imports_are_refused_through_includes_bindings_and_export(
     shutil.copytree(finished[0], model_dir, symlinks=True)
     config = model_dir / 'operative_config.gin'
     config.write_text('import sideeffect\n' + config.read_text())
-    command = ['seqmnist.export', f'--model_dir={model_dir}',
+    command = ['seqmnist.serving.export', f'--model_dir={model_dir}',
                f'--export_dir={tmp_path / "export"}']
     message = None
   result = subprocess.run([sys.executable, '-m', *command],
@@ -819,7 +819,7 @@ def test_gin_imports_are_refused_through_includes_bindings_and_export(
     _fails_in_one_line(result, message)
   else:
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith('seqmnist.export: error: ')
+    assert line.startswith('seqmnist.serving.export: error: ')
     assert 'import sideeffect: gin imports run the module' in line
     assert not (tmp_path / 'export').exists()
   assert not marker.exists()
@@ -845,8 +845,8 @@ def test_truncated_event_files_are_named_by_report_and_curves(tmp_path,
   shutil.copytree(finished[0], model_dir, symlinks=True)
   (events,) = (model_dir / 'validation').glob('events.out.tfevents.*')
   events.write_bytes(events.read_bytes()[:-7])  # cut inside the last record
-  for module, args in (('seqmnist.report', [str(model_dir)]),
-                       ('seqmnist.curves', [f'--model_dir={model_dir}',
+  for module, args in (('seqmnist.tools.report', [str(model_dir)]),
+                       ('seqmnist.tools.curves', [f'--model_dir={model_dir}',
                                             f'--out={tmp_path / "c.png"}'])):
     result = _tool(module, *args)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -861,8 +861,8 @@ def test_curves_of_a_run_not_yet_validated_is_one_line(tmp_path, mnist_dir):
   assert result.returncode == 0, result.stderr[-3000:]
   shutil.rmtree(model_dir / 'validation')  # as before its first validation
   out = tmp_path / 'c.png'
-  drawn = _tool('seqmnist.curves', f'--model_dir={model_dir}', f'--out={out}')
+  drawn = _tool('seqmnist.tools.curves', f'--model_dir={model_dir}', f'--out={out}')
   _fails_in_one_line(drawn, f'--model_dir={model_dir} has no validation '
                      'accuracy events yet (nothing to draw: rerun once the '
-                     'run has validated)', 'seqmnist.curves')
+                     'run has validated)', 'seqmnist.tools.curves')
   assert not out.exists()

@@ -264,7 +264,7 @@ def test_network_policies_admit_only_the_jobs_own_pods_on_its_port():
 
 def _sweep_manifest(runs_dir, data_dir, *extra):
   result = subprocess.run(
-      [sys.executable, '-m', 'seqmnist.sweep', '--backend=kubernetes',
+      [sys.executable, '-m', 'seqmnist.tools.sweep', '--backend=kubernetes',
        '--gin_file=row.gin', *gin_params(*FAST, 'Trainer.steps=10',
                                           'Trainer.eval_every=10'),
        '--sweep=Trainer.seed=0,1', '--sweep=Model.cell="gru","lstm"',

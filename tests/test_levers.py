@@ -293,7 +293,7 @@ def test_the_best_checkpoint_holds_the_averaged_weights(tmp_path, mnist_dir):
 
 
 def test_the_report_labels_runs_outside_the_classic_protocol():
-  from seqmnist import report  # pylint: disable=g-import-not-at-top
+  from seqmnist.tools import report  # pylint: disable=g-import-not-at-top
   runs = [{'run': name, 'status': 'finished', 'bindings': {}, 'step': 10,
            'wall_seconds': 1.0, 'processes': 1,
            'results': {'test_accuracy': 0.9, 'best_val_accuracy': 0.9,

@@ -17,7 +17,7 @@ from conftest import (FAST, gin_params, run_cli, start_cli, start_workers,
                       wait_for_line)
 from test_main import _results, _weights
 
-from seqmnist import report
+from seqmnist.tools import report
 
 STEPS = 100
 # One step per tf.function call, so that a signal can land at any step.

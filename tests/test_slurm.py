@@ -237,7 +237,7 @@ SWEEP_RUN = (*FAST, 'Trainer.steps=20', 'Trainer.eval_every=10')
 
 def _submit_sweep(runs_dir, mnist_dir):
   result = subprocess.run(
-      [sys.executable, '-m', 'seqmnist.sweep', '--backend=slurm',
+      [sys.executable, '-m', 'seqmnist.tools.sweep', '--backend=slurm',
        '--gin_file=row.gin', *gin_params(*SWEEP_RUN),
        '--sweep=Trainer.seed=0,1,2', f'--runs_dir={runs_dir}',
        f'--data_dir={mnist_dir}', '--parallel=2',

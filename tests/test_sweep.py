@@ -1,4 +1,4 @@
-"""`python -m seqmnist.sweep`, local backend: real processes on real MNIST.
+"""`python -m seqmnist.tools.sweep`, local backend: real processes on real MNIST.
 
 A 2 x 2 grid of tiny row runs end to end; a rerun skips what is finished; a
 sweep stopped by SIGTERM and rerun ends with the results of an uninterrupted
@@ -16,7 +16,7 @@ import pytest
 
 from conftest import REPO
 from seqmnist import gin_values
-from seqmnist import sweeps as sweep
+from seqmnist.tools import sweep_grid as sweep
 
 BASE = ('--gin_file=row.gin', '--gin_param=STEPS=30',
         '--gin_param=Trainer.eval_every=10',
@@ -31,7 +31,7 @@ EXACT = ('test_accuracy', 'best_val_accuracy', 'best_step', 'global_step',
 
 
 def _command(runs_dir, mnist_dir, *extra):
-  return [sys.executable, '-m', 'seqmnist.sweep', *BASE, *AXES,
+  return [sys.executable, '-m', 'seqmnist.tools.sweep', *BASE, *AXES,
           f'--runs_dir={runs_dir}', f'--data_dir={mnist_dir}', *extra]
 
 
@@ -146,13 +146,13 @@ def test_bad_sweeps_are_refused_before_anything_is_written(
   runs_dir = tmp_path / 'runs'
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
   result = subprocess.run(
-      [sys.executable, '-m', 'seqmnist.sweep', *BASE, *axes,
+      [sys.executable, '-m', 'seqmnist.tools.sweep', *BASE, *axes,
        f'--runs_dir={runs_dir}', f'--data_dir={mnist_dir}'],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
       check=False)
   assert result.returncode == 2, result.stderr[-3000:]
   last = result.stderr.strip().splitlines()[-1]
-  assert last.startswith('seqmnist.sweep: error: ' + message), last
+  assert last.startswith('seqmnist.tools.sweep: error: ' + message), last
   assert not runs_dir.exists()
 
 
@@ -162,14 +162,14 @@ def test_a_runs_dir_of_another_sweep_is_refused_untouched(finished,
   before = sorted(os.listdir(runs_dir))
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
   result = subprocess.run(
-      [sys.executable, '-m', 'seqmnist.sweep', *BASE,
+      [sys.executable, '-m', 'seqmnist.tools.sweep', *BASE,
        '--sweep=Trainer.seed=0,1,2', f'--runs_dir={runs_dir}',
        f'--data_dir={mnist_dir}'],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
       check=False)
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1].startswith(
-      f'seqmnist.sweep: error: --runs_dir={runs_dir} holds another sweep')
+      f'seqmnist.tools.sweep: error: --runs_dir={runs_dir} holds another sweep')
   assert sorted(os.listdir(runs_dir)) == before
 
 
@@ -199,12 +199,12 @@ def test_point_names_are_readable_stable_and_safe():
                                 "Trainer.clip_exclude=['a/b']")
 
 
-# seqmnist.report ---------------------------------------------------------------
+# seqmnist.tools.report ---------------------------------------------------------------
 
 
 def _report(*args):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-  return subprocess.run([sys.executable, '-m', 'seqmnist.report', *args],
+  return subprocess.run([sys.executable, '-m', 'seqmnist.tools.report', *args],
                         cwd=REPO, env=env, capture_output=True, text=True,
                         timeout=300, check=False)
 
@@ -297,7 +297,7 @@ def test_report_of_a_folder_without_runs_is_one_line(tmp_path):
   result = _report(str(tmp_path))
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == (
-      f'seqmnist.report: error: no seqmnist run directory in {tmp_path}')
+      f'seqmnist.tools.report: error: no seqmnist run directory in {tmp_path}')
 
 
 def test_tensorboard_compares_the_sweep_by_its_swept_bindings(finished):

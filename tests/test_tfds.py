@@ -1,6 +1,6 @@
 """The default data path through TensorFlow Datasets' real `mnist` builder,
 offline: its download cache seeded from the real IDX files by
-`seqmnist.prepare_tfds`, the builder preparing from it, and a run through it
+`seqmnist.tools.prepare_tfds`, the builder preparing from it, and a run through it
 equal to the run from the IDX files (the content-defined split). Without the
 data and without network, one line at once.
 """
@@ -35,10 +35,10 @@ def _python(module, *args, env=None, timeout=600):
 
 @pytest.fixture(scope='module')
 def tfds_dir(tmp_path_factory, mnist_dir):
-  """A TFDS data dir prepared by `seqmnist.prepare_tfds` from the real IDX
+  """A TFDS data dir prepared by `seqmnist.tools.prepare_tfds` from the real IDX
   files, through TFDS's own builder."""
   path = tmp_path_factory.mktemp('tfds')
-  result = _python('seqmnist.prepare_tfds', f'--idx_dir={mnist_dir}',
+  result = _python('seqmnist.tools.prepare_tfds', f'--idx_dir={mnist_dir}',
                    f'--tfds_dir={path}')
   assert result.returncode == 0, result.stderr[-3000:]
   assert f'TFDS mnist is prepared in {path}/mnist/3.0.1' in result.stdout
@@ -131,7 +131,7 @@ def test_without_data_or_network_the_default_path_answers_at_once(tmp_path):
       r"seqmnist: error: no network: cannot download Data.dataset='mnist' "
       r'through TFDS \(storage.googleapis.com: [^;]+\); without internet, pass '
       r'--data_dir=FOLDER holding the four IDX files, or prepare TFDS from '
-      r'them with `python -m seqmnist.prepare_tfds --idx_dir=FOLDER`',
+      r'them with `python -m seqmnist.tools.prepare_tfds --idx_dir=FOLDER`',
       errors[0]), errors[0]
   assert 'Traceback' not in result.stderr
   assert not [line for line in result.stderr.splitlines()
@@ -147,11 +147,11 @@ def test_prepare_tfds_refuses_a_file_that_fails_its_checksum(mnist_copy,
   content = bytearray(gzip.decompress(labels.read_bytes()))
   content[100] = (content[100] + 1) % 10  # one label changed
   labels.write_bytes(gzip.compress(bytes(content)))
-  result = _python('seqmnist.prepare_tfds', f'--idx_dir={mnist_copy}',
+  result = _python('seqmnist.tools.prepare_tfds', f'--idx_dir={mnist_copy}',
                    f'--tfds_dir={tmp_path}/tfds')
   assert result.returncode == 2, result.stderr[-3000:]
   line = result.stderr.strip().splitlines()[-1]
-  assert line.startswith(f'seqmnist.prepare_tfds: error: IDX file {labels} '
+  assert line.startswith(f'seqmnist.tools.prepare_tfds: error: IDX file {labels} '
                          'fails its checksum'), result.stderr
   assert not (tmp_path / 'tfds' / 'downloads').exists()  # nothing written
 
@@ -168,11 +168,11 @@ def test_prepare_tfds_bad_input_is_one_line(case, mnist_copy, tmp_path):
   else:
     args, message = ((f'--idx_dir={tmp_path}/nope',),
                      f'--idx_dir={tmp_path}/nope is not a folder')
-  result = _python('seqmnist.prepare_tfds', *args,
+  result = _python('seqmnist.tools.prepare_tfds', *args,
                    f'--tfds_dir={tmp_path}/tfds')
   assert result.returncode == 2, result.stderr[-3000:]
   assert result.stderr.strip().splitlines()[-1].startswith(
-      f'seqmnist.prepare_tfds: error: {message}'), result.stderr
+      f'seqmnist.tools.prepare_tfds: error: {message}'), result.stderr
   assert 'Traceback' not in result.stderr
   assert not (tmp_path / 'tfds' / 'downloads').exists()
 

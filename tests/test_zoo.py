@@ -2,8 +2,8 @@
 
 A zoo entry is checked as zoo/README.md tells users to: the shipped command
 given a copy of it only reports; export + predict over the full 10k test set
-reproduces the accuracy in its results.json. `seqmnist.release` is run on a
-real finished run; `seqmnist.curves` draws a real PNG from the entry's events.
+reproduces the accuracy in its results.json. `seqmnist.tools.release` is run on a
+real finished run; `seqmnist.tools.curves` draws a real PNG from the entry's events.
 """
 
 import json
@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from conftest import FAST, REPO, gin_params
-from seqmnist import report
+from seqmnist.tools import report
 
 ZOO = os.path.join(REPO, 'zoo')
 
@@ -29,12 +29,12 @@ def _python(module, *args, timeout=600):
 
 
 def _export_and_score(model_dir, export_dir, mnist_dir, labels):
-  """`seqmnist.export` then `seqmnist.predict --labels` over the 10k test
+  """`seqmnist.serving.export` then `seqmnist.serving.predict --labels` over the 10k test
   images (as zoo/README.md tells users); returns predict's result."""
-  exported = _python('seqmnist.export', f'--model_dir={model_dir}',
+  exported = _python('seqmnist.serving.export', f'--model_dir={model_dir}',
                      f'--export_dir={export_dir}')
   assert exported.returncode == 0, exported.stderr[-3000:]
-  return _python('seqmnist.predict', f'--export_dir={export_dir}',
+  return _python('seqmnist.serving.predict', f'--export_dir={export_dir}',
                  f'--labels={mnist_dir}/{labels}',
                  f'{mnist_dir}/t10k-images-idx3-ubyte.gz')
 
@@ -100,7 +100,7 @@ def test_predict_labels_of_another_length_is_one_line(tmp_path, mnist_dir):
                               mnist_dir, 'train-labels-idx1-ubyte.gz')
   assert checked.returncode == 2
   assert checked.stderr.strip().splitlines()[-1] == (
-      f'seqmnist.predict: error: --labels={mnist_dir}/train-labels-idx1-'
+      f'seqmnist.serving.predict: error: --labels={mnist_dir}/train-labels-idx1-'
       'ubyte.gz holds 60000 labels for 10000 images')
 
 
@@ -129,7 +129,7 @@ def _plugins(folder):
 def test_release_keeps_a_run_dir_without_histograms_and_images(finished_run,
                                                                tmp_path):
   out = tmp_path / 'zoo_entry'
-  result = _python('seqmnist.release', f'--model_dir={finished_run}',
+  result = _python('seqmnist.tools.release', f'--model_dir={finished_run}',
                    f'--out={out}')
   assert result.returncode == 0, result.stderr[-3000:]
   assert f'released {finished_run} as {out}' in result.stdout
@@ -153,13 +153,13 @@ def test_release_refuses_an_unfinished_run_and_an_existing_out(finished_run,
   unfinished = tmp_path / 'unfinished'
   shutil.copytree(finished_run, unfinished)
   os.remove(unfinished / 'results.json')
-  result = _python('seqmnist.release', f'--model_dir={unfinished}',
+  result = _python('seqmnist.tools.release', f'--model_dir={unfinished}',
                    f'--out={tmp_path / "out"}')
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1].startswith(
-      f'seqmnist.release: error: --model_dir={unfinished} is not finished')
+      f'seqmnist.tools.release: error: --model_dir={unfinished} is not finished')
   (tmp_path / 'taken').mkdir()
-  result = _python('seqmnist.release', f'--model_dir={finished_run}',
+  result = _python('seqmnist.tools.release', f'--model_dir={finished_run}',
                    f'--out={tmp_path / "taken"}')
   assert result.returncode == 2
   assert 'exists; give a new folder' in result.stderr
@@ -168,7 +168,7 @@ def test_release_refuses_an_unfinished_run_and_an_existing_out(finished_run,
 
 def test_curves_draw_a_png_from_a_zoo_entry(tmp_path):
   out = tmp_path / 'row.png'
-  result = _python('seqmnist.curves', f'--model_dir={ZOO}/row_gru',
+  result = _python('seqmnist.tools.curves', f'--model_dir={ZOO}/row_gru',
                    f'--out={out}', '--anchor=LSTM (Day25)=98.39',
                    '--accuracy_from=95', '--title=row')
   assert result.returncode == 0, result.stderr[-3000:]
@@ -179,20 +179,20 @@ def test_curves_draw_a_png_from_a_zoo_entry(tmp_path):
 
 @pytest.mark.parametrize('anchor', ['LSTM', 'LSTM=101'])
 def test_curves_bad_anchor_is_one_line(anchor, tmp_path):
-  result = _python('seqmnist.curves', f'--model_dir={ZOO}/row_gru',
+  result = _python('seqmnist.tools.curves', f'--model_dir={ZOO}/row_gru',
                    f'--out={tmp_path / "x.png"}', f'--anchor={anchor}')
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == (
-      f'seqmnist.curves: error: --anchor={anchor!r} must be LABEL=PERCENT '
+      f'seqmnist.tools.curves: error: --anchor={anchor!r} must be LABEL=PERCENT '
       'with a percent in (0, 100], e.g. --anchor="tuned LSTM=98.9"')
   assert not (tmp_path / 'x.png').exists()
 
 
 def test_curves_accuracy_axis_out_of_range_is_one_line(tmp_path):
-  result = _python('seqmnist.curves', f'--model_dir={ZOO}/row_gru',
+  result = _python('seqmnist.tools.curves', f'--model_dir={ZOO}/row_gru',
                    f'--out={tmp_path / "x.png"}', '--accuracy_from=100')
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == (
-      'seqmnist.curves: error: --accuracy_from=100 must be a percent in '
+      'seqmnist.tools.curves: error: --accuracy_from=100 must be a percent in '
       '[0, 100)')
   assert not (tmp_path / 'x.png').exists()

@@ -2,7 +2,7 @@
 # The flagship recipe search (issue 11): short schedules of pixel.gin and
 # permuted.gin variants, two at a time with one TensorFlow thread each (on
 # this 2-core CPU, two 1-thread pixel runs train 1.44x the examples/s of one
-# 2-thread run: 2 x 178 vs 247, `seqmnist.bench --variants=core_in_memory`).
+# 2-thread run: 2 x 178 vs 247, `seqmnist.tools.bench --variants=core_in_memory`).
 #
 #   docs/search/run.sh CONFIGS_FILE RUNS_DIR DATA_DIR [PARALLEL]
 #

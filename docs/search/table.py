@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from seqmnist.report import validation_curve
+from seqmnist.tools.report import validation_curve
 
 
 def rows(runs_dir, config_files):

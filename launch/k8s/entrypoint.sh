@@ -3,7 +3,7 @@
 # seqmnist/cluster.py derives TF_CONFIG from the Indexed Job's
 # JOB_COMPLETION_INDEX (+ SEQMNIST_WORKERS, SEQMNIST_JOB, SEQMNIST_SERVICE),
 # or uses TF_CONFIG as a TFJob injects it.
-# In a sweep's Indexed Job (python -m seqmnist.sweep --backend=kubernetes),
+# In a sweep's Indexed Job (python -m seqmnist.tools.sweep --backend=kubernetes),
 # SEQMNIST_POINTS_DIR holds one file per grid point, point-<index>, with that
 # point's arguments one per line; this pod appends those of its index.
 set -euo pipefail

@@ -1,6 +1,6 @@
 r"""Draws a run's learning curves to a PNG, with published anchor lines.
 
-  python -m seqmnist.curves --model_dir=RUN [--model_dir=RUN2] --out=FILE.png \
+  python -m seqmnist.tools.curves --model_dir=RUN [--model_dir=RUN2] --out=FILE.png \
       [--anchor="tuned LSTM=98.9" ...] [--accuracy_from=95] [--title=TEXT]
 
 Left: validation accuracy (%) against epoch, with a dashed line per anchor
@@ -23,7 +23,7 @@ from seqmnist import cli
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from seqmnist import drift
-from seqmnist import report
+from seqmnist.tools import report
 from seqmnist import rundir as rundir_lib
 from seqmnist.errors import UserError, exit_on_error
 
@@ -86,7 +86,7 @@ def draw(runs: Sequence[str], path: str, anchors=(), title=None,
   try:
     import matplotlib
   except ImportError as e:
-    raise UserError('seqmnist.curves needs matplotlib: pip install -e '
+    raise UserError('seqmnist.tools.curves needs matplotlib: pip install -e '
                     '".[plot]"') from e
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
@@ -135,12 +135,17 @@ def _draw():
 
 
 def main(argv):
-  cli.no_positional_arguments('seqmnist.curves', argv)
+  cli.no_positional_arguments('seqmnist.tools.curves', argv)
   logging.set_verbosity(logging.WARNING)  # TensorBoard's reader logs each file
-  exit_on_error('seqmnist.curves', _draw)
+  exit_on_error('seqmnist.tools.curves', _draw)
   print(f'wrote {_OUT.value}')
 
 
-if __name__ == '__main__':
+def run():
+  """Console-script entry point (`seqmnist-curves`)."""
   cli.import_tensorflow_quietly()
-  cli.run('seqmnist.curves', main)
+  cli.run('seqmnist.tools.curves', main)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,6 +1,6 @@
 r"""Training throughput: our loop against what a user would write instead.
 
-  python -m seqmnist.bench [--tasks=row,pixel] [--cells=gru,lstm] \
+  python -m seqmnist.tools.bench [--tasks=row,pixel] [--cells=gru,lstm] \
       [--units=128] [--batch_size=128] [--repeats=3] [--variants=...] \
       [--data_dir=../shared/data/mnist] [--output=bench.json] [--smoke]
 
@@ -54,7 +54,7 @@ from absl import flags
 
 from seqmnist import cells
 from seqmnist import cli
-from seqmnist.bench_variants import Spec, measure, step_matmul_gflops
+from seqmnist.tools.bench_measurements import Spec, measure, step_matmul_gflops
 
 VARIANTS = {
     'ours': 'our trainer (real loop: summaries, checkpoint), '
@@ -127,7 +127,7 @@ def train_flops_per_example(task: str, cell: str, units: int) -> float:
 def _run_worker(spec: Spec) -> dict:
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
   proc = subprocess.run(
-      [sys.executable, '-m', 'seqmnist.bench',
+      [sys.executable, '-m', 'seqmnist.tools.bench',
        f'--worker={json.dumps(dataclasses.asdict(spec))}'],
       capture_output=True, text=True, env=env, check=False)
   for line in proc.stdout.splitlines():
@@ -305,14 +305,14 @@ def main(argv):
          [c for c in cell_names if c not in BENCH_CELLS] +
          [v for v in _VARIANTS.value if v not in VARIANTS])
   if bad:
-    sys.exit(f'seqmnist.bench: error: unknown task, cell or variant '
+    sys.exit(f'seqmnist.tools.bench: error: unknown task, cell or variant '
              f'{bad[0]!r}; tasks: {", ".join(TASKS)}; cells: '
              f'{", ".join(BENCH_CELLS)}; '
              f'variants: {", ".join(VARIANTS)}')
   for name, value in (('units', units), ('batch_size', batch),
                       ('repeats', repeats)):
     if value < 1:
-      sys.exit(f'seqmnist.bench: error: --{name}={value} must be >= 1')
+      sys.exit(f'seqmnist.tools.bench: error: --{name}={value} must be >= 1')
   report = run(tasks, cell_names, _VARIANTS.value, units, batch, steps,
                repeats, _DATA_DIR.value, log=lambda s: print(s, file=sys.stderr))
   table = markdown(report)
@@ -321,5 +321,10 @@ def main(argv):
   rundir.write_json(_OUTPUT.value, {**report, 'markdown': table})
 
 
+def run():
+  """Console-script entry point (`seqmnist-bench`)."""
+  cli.run('seqmnist.tools.bench', main)
+
+
 if __name__ == '__main__':
-  cli.run('seqmnist.bench', main)
+  run()

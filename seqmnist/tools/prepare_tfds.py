@@ -1,6 +1,6 @@
 r"""Prepares TensorFlow Datasets' `mnist` from local IDX files, offline.
 
-  python -m seqmnist.prepare_tfds --idx_dir=DIR [--tfds_dir=DIR]
+  python -m seqmnist.tools.prepare_tfds --idx_dir=DIR [--tfds_dir=DIR]
 
 For machines behind a firewall: afterwards the default data path (no
 `--data_dir`, or `--data_dir` set to the TFDS folder) trains through TFDS's
@@ -37,11 +37,16 @@ def _prepare():
 
 
 def main(argv):
-  cli.no_positional_arguments('seqmnist.prepare_tfds', argv)
-  path, seconds = exit_on_error('seqmnist.prepare_tfds', _prepare)
+  cli.no_positional_arguments('seqmnist.tools.prepare_tfds', argv)
+  path, seconds = exit_on_error('seqmnist.tools.prepare_tfds', _prepare)
   print(f'TFDS mnist is prepared in {path} ({seconds:.0f} s), from IDX files '
         f'verified against MNIST\'s published SHA-256 in {_IDX_DIR.value}')
 
 
+def run():
+  """Console-script entry point (`seqmnist-prepare-tfds`)."""
+  cli.run('seqmnist.tools.prepare_tfds', main)
+
+
 if __name__ == '__main__':
-  cli.run('seqmnist.prepare_tfds', main)
+  run()

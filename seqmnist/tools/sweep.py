@@ -1,11 +1,11 @@
-r"""`python -m seqmnist.sweep`: run a grid of gin bindings (see sweeps.py).
+r"""`python -m seqmnist.tools.sweep`: run a grid of gin bindings (see sweep_grid.py).
 
-  python -m seqmnist.sweep --gin_file=row.gin [--gin_param=...] \
+  python -m seqmnist.tools.sweep --gin_file=row.gin [--gin_param=...] \
       --sweep="Trainer.seed=0,1,2" --sweep="UNITS=64,128" \
       --runs_dir=DIR [--data_dir=DIR] [--parallel=N] \
       [--backend=local|slurm|kubernetes]
 
-slurm submits one job array (sweep_arrays.py); kubernetes prints a ConfigMap
+slurm submits one job array (sweep_cluster.py); kubernetes prints a ConfigMap
 and an Indexed Job for `kubectl apply -f -`.
 """
 
@@ -15,9 +15,9 @@ from absl import flags
 
 from seqmnist import cli
 from seqmnist.errors import UserError, exit_on_error
-from seqmnist.sweeps import LocalBackend, Sweep, check_points, parse_axis
-from seqmnist.sweeps import prepare_runs_dir
-from seqmnist import sweep_arrays
+from seqmnist.tools.sweep_grid import LocalBackend, Sweep, check_points, parse_axis
+from seqmnist.tools.sweep_grid import prepare_runs_dir
+from seqmnist.tools import sweep_cluster
 
 _GIN_FILE = flags.DEFINE_multi_string(
     'gin_file', [], 'Gin config file(s) of every point (see seqmnist.main).')
@@ -41,7 +41,7 @@ _SBATCH_ARG = flags.DEFINE_multi_string(
     'sbatch_arg', [], 'slurm: an sbatch option for the array, e.g. '
     '--sbatch_arg=--partition=gpu. Repeatable.')
 _SBATCH_SCRIPT = flags.DEFINE_string(
-    'sbatch_script', sweep_arrays.SBATCH_SCRIPT, 'slurm: the batch script '
+    'sbatch_script', sweep_cluster.SBATCH_SCRIPT, 'slurm: the batch script '
     '(launch/slurm/train.sbatch).')
 _K8S_NAME = flags.DEFINE_string(
     'k8s_name', 'seqmnist-sweep', 'kubernetes: the Job\'s name (the '
@@ -64,16 +64,16 @@ def _sweep() -> int:
     if not _RUNS_DIR.value:
       raise UserError('--runs_dir is required: the sweep\'s folder as the '
                       'pods see it, e.g. /runs/sweep')
-    sys.stdout.write(sweep_arrays.render_indexed_job(
+    sys.stdout.write(sweep_cluster.render_indexed_job(
         sweep, _RUNS_DIR.value, _DATA_DIR.value, _PARALLEL.value,
         name=_K8S_NAME.value))
     return 0
   if _BACKEND.value == 'slurm':
-    sweep_arrays.check_slurm(_SBATCH_SCRIPT.value)
+    sweep_cluster.check_slurm(_SBATCH_SCRIPT.value)
   prepare_runs_dir(_RUNS_DIR.value, sweep)
   print(f'sweep: {len(points)} point(s) in {_RUNS_DIR.value}', file=sys.stderr)
   if _BACKEND.value == 'slurm':
-    return sweep_arrays.SlurmBackend(
+    return sweep_cluster.SlurmBackend(
         sweep, _RUNS_DIR.value, _DATA_DIR.value, _PARALLEL.value, steps,
         sbatch_args=_SBATCH_ARG.value, script=_SBATCH_SCRIPT.value).run()
   return LocalBackend(sweep, _RUNS_DIR.value, _DATA_DIR.value,
@@ -81,9 +81,14 @@ def _sweep() -> int:
 
 
 def main(argv):
-  cli.no_positional_arguments('seqmnist.sweep', argv)
-  sys.exit(exit_on_error('seqmnist.sweep', _sweep))
+  cli.no_positional_arguments('seqmnist.tools.sweep', argv)
+  sys.exit(exit_on_error('seqmnist.tools.sweep', _sweep))
+
+
+def run():
+  """Console-script entry point (`seqmnist-sweep`)."""
+  cli.run('seqmnist.tools.sweep', main)
 
 
 if __name__ == '__main__':
-  cli.run('seqmnist.sweep', main)
+  run()

@@ -1,7 +1,7 @@
 r"""Sweeps: a grid of gin bindings, each point its own run (the library of
-`python -m seqmnist.sweep`, whose command line is in sweep.py).
+`python -m seqmnist.tools.sweep`, whose command line is in sweep.py).
 
-  python -m seqmnist.sweep --gin_file=row.gin [--gin_param=...] \
+  python -m seqmnist.tools.sweep --gin_file=row.gin [--gin_param=...] \
       --sweep="Trainer.seed=0,1,2" --sweep="UNITS=64,128" \
       --runs_dir=DIR [--data_dir=DIR] [--parallel=N]
 
@@ -141,12 +141,12 @@ def check_points(sweep: Sweep) -> Dict[str, int]:
     UserError: naming the first point whose config is bad.
   """
   # pylint: disable=g-import-not-at-top
-  from seqmnist import config
+  from seqmnist import gin_files
   from seqmnist import experiment
   steps = {}
   for point in sweep.points():
     try:
-      config.parse(sweep.gin_files, [*sweep.gin_params, *point.bindings])
+      gin_files.parse(sweep.gin_files, [*sweep.gin_params, *point.bindings])
       steps[point.name] = experiment.Configs.from_gin().trainer.steps
     except UserError as e:
       raise UserError(f'grid point {point.index} ({", ".join(point.bindings)})'

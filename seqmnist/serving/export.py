@@ -1,6 +1,6 @@
 r"""Exports a finished (or running) run's best weights as a SavedModel.
 
-  python -m seqmnist.export --model_dir=DIR --export_dir=DIR [--weights=best]
+  python -m seqmnist.serving.export --model_dir=DIR --export_dir=DIR [--weights=best]
 
 The SavedModel's `serving_default` signature takes `images`: uint8
 [batch, size, size], the dataset's own pixels (28 x 28 for the shipped
@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from seqmnist import averaging
 from seqmnist import checkpoints
-from seqmnist import config
+from seqmnist import gin_files
 from seqmnist import data
 from seqmnist import drift
 from seqmnist import experiment
@@ -112,7 +112,7 @@ def export(model_dir: str, export_dir: str, weights: str = 'best',
                     f'{os.path.basename(folder)}/ (has the run validated yet?)')
   # As the run trained: a setting added since it was made takes the value
   # the run ran with.
-  config.parse([run_dir.operative_config], [], allow_imports=allow_imports,
+  gin_files.parse([run_dir.operative_config], [], allow_imports=allow_imports,
                run_defaults=drift.earlier_defaults(
                    saved, experiment.ADDED_LATER, run_dir.operative_config))
   configs = experiment.Configs.from_gin()
@@ -151,13 +151,18 @@ def export(model_dir: str, export_dir: str, weights: str = 'best',
 
 
 def main(argv):
-  cli.no_positional_arguments('seqmnist.export', argv)
-  metadata = exit_on_error('seqmnist.export', export, _MODEL_DIR.value,
+  cli.no_positional_arguments('seqmnist.serving.export', argv)
+  metadata = exit_on_error('seqmnist.serving.export', export, _MODEL_DIR.value,
                            _EXPORT_DIR.value, _WEIGHTS.value,
                            _ALLOW_GIN_IMPORTS.value)
   print(f'exported {metadata["checkpoint"]} ({metadata["order"]} order) to '
         f'{_EXPORT_DIR.value}: {json.dumps(metadata)}')
 
 
+def run():
+  """Console-script entry point (`seqmnist-export`)."""
+  cli.run('seqmnist.serving.export', main)
+
+
 if __name__ == '__main__':
-  cli.run('seqmnist.export', main)
+  run()

@@ -1,6 +1,6 @@
 r"""Tables (and a plot) of finished runs, with seed statistics.
 
-  python -m seqmnist.report DIR [DIR...] [--json] [--plot=FILE.png]
+  python -m seqmnist.tools.report DIR [DIR...] [--json] [--plot=FILE.png]
 
 DIR is a run directory or a folder of them (a sweep's runs dir, say). Prints
 two Markdown tables: every run (status, test accuracy, best validation
@@ -347,10 +347,15 @@ def report(paths, as_json=False, plot_path=None) -> str:
 
 def main(argv):
   logging.set_verbosity(logging.WARNING)  # TensorBoard's reader is chatty
-  print(exit_on_error('seqmnist.report', report, argv[1:], _JSON.value,
+  print(exit_on_error('seqmnist.tools.report', report, argv[1:], _JSON.value,
                       _PLOT.value))
 
 
-if __name__ == '__main__':
+def run():
+  """Console-script entry point (`seqmnist-report`)."""
   cli.import_tensorflow_quietly()
-  cli.run('seqmnist.report', main)
+  cli.run('seqmnist.tools.report', main)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,4 +1,4 @@
-"""The measurements of `python -m seqmnist.bench`, one function per variant.
+"""The measurements of `python -m seqmnist.tools.bench`, one function per variant.
 
 Each runs in its own process (the harness, bench.py, starts one per
 measurement) and returns {'examples_per_second': ...} or {'skipped': why}.
@@ -42,8 +42,8 @@ def _bindings(spec: Spec, **extra):
 
 
 def _parse(spec: Spec, **extra):
-  from seqmnist import config  # pylint: disable=g-import-not-at-top
-  config.parse([TASK_GIN_FILES[spec.task]], _bindings(spec, **extra))
+  from seqmnist import gin_files  # pylint: disable=g-import-not-at-top
+  gin_files.parse([TASK_GIN_FILES[spec.task]], _bindings(spec, **extra))
 
 
 def _measure_trainer(spec: Spec, **extra) -> dict:

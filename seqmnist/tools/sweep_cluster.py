@@ -29,26 +29,27 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 from seqmnist import rundir
-from seqmnist import sweeps
+from seqmnist.tools import sweep_grid
 from seqmnist.errors import UserError, first_line
 
 ARRAY_DIR = 'slurm'
 K8S_POINTS_MOUNT = '/sweep'
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 SBATCH_SCRIPT = os.path.join(REPO, 'launch', 'slurm', 'train.sbatch')
 K8S_JOB = os.path.join(REPO, 'launch', 'k8s', 'job.yaml')
 # A Kubernetes object name: a DNS-1123 label (the Job's pods add -<index>).
 _K8S_NAME = re.compile(r'[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?')
 
 
-def point_arguments(sweep: sweeps.Sweep, point: sweeps.Point, runs_dir: str,
+def point_arguments(sweep: sweep_grid.Sweep, point: sweep_grid.Point, runs_dir: str,
                     data_dir: Optional[str]) -> List[str]:
   """Point's `seqmnist.main` arguments (no interpreter, no module).
 
   Raises:
     UserError: an argument holds a newline (the files hold one per line).
   """
-  args = sweeps.main_arguments(sweep, point, runs_dir, data_dir)
+  args = sweep_grid.main_arguments(sweep, point, runs_dir, data_dir)
   for arg in args:
     if '\n' in arg:
       raise UserError(f'grid point {point.index}: the argument {arg!r} holds a '
@@ -57,7 +58,7 @@ def point_arguments(sweep: sweeps.Sweep, point: sweeps.Point, runs_dir: str,
   return args
 
 
-def _absolute(sweep: sweeps.Sweep) -> sweeps.Sweep:
+def _absolute(sweep: sweep_grid.Sweep) -> sweep_grid.Sweep:
   """Gin files given as paths made absolute (bare shipped names stay)."""
   return dataclasses.replace(sweep, gin_files=tuple(
       os.path.abspath(f) if os.path.exists(f) else f for f in sweep.gin_files))
@@ -76,7 +77,7 @@ def check_slurm(script: str) -> None:
 class SlurmBackend:
   """Submits the unfinished points as one Slurm job array."""
 
-  def __init__(self, sweep: sweeps.Sweep, runs_dir: str,
+  def __init__(self, sweep: sweep_grid.Sweep, runs_dir: str,
                data_dir: Optional[str], parallel: int, steps: Dict[str, int],
                sbatch_args: Sequence[str] = (), script: str = SBATCH_SCRIPT,
                stream=None):
@@ -94,7 +95,7 @@ class SlurmBackend:
     array = ','.join(str(i) for i in indices)
     if self._parallel:
       array += f'%{self._parallel}'
-    logs = os.path.join(self._runs_dir, sweeps.LOGS)
+    logs = os.path.join(self._runs_dir, sweep_grid.LOGS)
     return ['sbatch', '--parsable', f'--array={array}',
             '--job-name=seqmnist-sweep',
             f'--output={logs}/slurm-%A_%a.out', *self._sbatch_args,
@@ -106,7 +107,7 @@ class SlurmBackend:
     check_slurm(self._script)
     sweep = _absolute(self._sweep)
     points = sweep.points()
-    pending = [p for p in points if not sweeps.is_finished(
+    pending = [p for p in points if not sweep_grid.is_finished(
         self._runs_dir, p, self._steps[p.name])]
     if not pending:
       self._say(f'sweep: all {len(points)} point(s) finished; nothing to '
@@ -114,13 +115,13 @@ class SlurmBackend:
       return 0
     array_dir = os.path.join(self._runs_dir, ARRAY_DIR)
     os.makedirs(array_dir, exist_ok=True)
-    os.makedirs(os.path.join(self._runs_dir, sweeps.LOGS), exist_ok=True)
+    os.makedirs(os.path.join(self._runs_dir, sweep_grid.LOGS), exist_ok=True)
     for point in points:
       args = point_arguments(sweep, point, self._runs_dir, self._data_dir)
       rundir.write_atomic(os.path.join(array_dir, f'{point.index}.args'),
                                  '\n'.join(args) + '\n')
     env = dict(os.environ, SEQMNIST_ARRAY_DIR=array_dir,
-               SEQMNIST_LOG_DIR=os.path.join(self._runs_dir, sweeps.LOGS),
+               SEQMNIST_LOG_DIR=os.path.join(self._runs_dir, sweep_grid.LOGS),
                PYTHON=os.environ.get('PYTHON', sys.executable))
     command = self.command([p.index for p in pending])
     try:
@@ -136,7 +137,7 @@ class SlurmBackend:
     self._say(f'sweep: submitted Slurm job array {job} ({len(pending)} of '
               f'{len(points)} point(s), {len(points) - len(pending)} already '
               f'finished); watch: squeue -j {job}; results: python -m '
-              f'seqmnist.report {self._runs_dir}')
+              f'seqmnist.tools.report {self._runs_dir}')
     print(job)
     return 0
 
@@ -145,7 +146,7 @@ class SlurmBackend:
     self._stream.flush()
 
 
-def render_indexed_job(sweep: sweeps.Sweep, runs_dir: str,
+def render_indexed_job(sweep: sweep_grid.Sweep, runs_dir: str,
                        data_dir: Optional[str], parallel: int,
                        name: str = 'seqmnist-sweep',
                        template: str = K8S_JOB) -> str:

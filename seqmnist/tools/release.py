@@ -1,6 +1,6 @@
 r"""Releases a finished run as a small run directory, e.g. for zoo/.
 
-  python -m seqmnist.release --model_dir=RUN --out=zoo/pixel_gru
+  python -m seqmnist.tools.release --model_dir=RUN --out=zoo/pixel_gru
 
 The release keeps what a user needs to check and use the model, and is still
 a run directory: `results.json`, `operative_config.gin`, the best checkpoint
@@ -141,12 +141,17 @@ def _release():
 
 
 def main(argv):
-  cli.no_positional_arguments('seqmnist.release', argv)
-  out = exit_on_error('seqmnist.release', _release)
+  cli.no_positional_arguments('seqmnist.tools.release', argv)
+  out = exit_on_error('seqmnist.tools.release', _release)
   size = sum(os.path.getsize(os.path.join(d, f))
              for d, _, files in os.walk(out) for f in files)
   print(f'released {_MODEL_DIR.value} as {out} ({size / 1e6:.2f} MB)')
 
 
+def run():
+  """Console-script entry point (`seqmnist-release`)."""
+  cli.run('seqmnist.tools.release', main)
+
+
 if __name__ == '__main__':
-  cli.run('seqmnist.release', main)
+  run()

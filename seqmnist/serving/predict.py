@@ -1,6 +1,6 @@
 r"""Classifies digits with an exported SavedModel (see export.py).
 
-  python -m seqmnist.predict --export_dir=DIR FILE [FILE...]
+  python -m seqmnist.serving.predict --export_dir=DIR FILE [FILE...]
 
 FILE: a PNG (grayscale or colour, any size: converted to gray and resized to
 the size the model was exported for, 28x28 for the shipped datasets; MNIST
@@ -30,7 +30,7 @@ from seqmnist import idx
 from seqmnist.errors import DataError, UserError, exit_on_error
 
 _EXPORT_DIR = flags.DEFINE_string('export_dir', None,
-                                  'A SavedModel written by seqmnist.export.')
+                                  'A SavedModel written by seqmnist.serving.export.')
 _INVERT = flags.DEFINE_boolean('invert', False, 'PNGs are dark digits on a '
                                'light ground: invert them first.')
 _BATCH = flags.DEFINE_integer('batch_size', 1000, 'Images per call.')
@@ -113,9 +113,9 @@ def predict(export_dir: str, paths, invert=False, batch_size=1000):
   if not export_dir or not os.path.isfile(
       os.path.join(export_dir, 'saved_model.pb')):
     hint = (' (it is a run directory: export it first with python -m '
-            'seqmnist.export)' if export_dir and os.path.isfile(
+            'seqmnist.serving.export)' if export_dir and os.path.isfile(
                 os.path.join(export_dir, 'operative_config.gin')) else
-            ' (write one with python -m seqmnist.export)')
+            ' (write one with python -m seqmnist.serving.export)')
     raise UserError(f'--export_dir={export_dir} is not a SavedModel folder'
                     + hint)
   if not paths:
@@ -170,7 +170,7 @@ def _predict_and_score(paths):
 
 
 def main(argv):
-  lines, score = exit_on_error('seqmnist.predict', _predict_and_score,
+  lines, score = exit_on_error('seqmnist.serving.predict', _predict_and_score,
                                argv[1:])
   if score is not None:
     right = round(score * len(lines))
@@ -182,5 +182,10 @@ def main(argv):
         '  [blank image: no ink, the answer means nothing]' if blank else ''))
 
 
+def run():
+  """Console-script entry point (`seqmnist-predict`)."""
+  cli.run('seqmnist.serving.predict', main)
+
+
 if __name__ == '__main__':
-  cli.run('seqmnist.predict', main)
+  run()
