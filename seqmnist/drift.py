@@ -64,7 +64,7 @@ def earlier_defaults(saved_text: str, added_later: Dict[str, Any],
   parameter added later (but those that may change on resume anyway): the
   saved one, or for a run saved before the parameter existed, the value it
   had then. Applied where the user's config does not set the parameter
-  (config.parse's run_defaults)."""
+  (gin_files.parse's run_defaults)."""
   saved = parse_operative(saved_text, where)
   return [f'{key} = {text(_resolve(saved.get(key, value), saved))}'
           for key, value in added_later.items() if not resumable(key)]

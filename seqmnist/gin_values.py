@@ -2,9 +2,9 @@
 
 gin's parser asks a delegate what `@name` and `%NAME` stand for, and gin's
 own delegate looks them up among the registered configurables. Reading a
-saved operative config (drift), a sweep's axis values (sweeps), the
+saved operative config (drift), a sweep's axis values (tools.sweep_grid), the
 command-line bindings shown as HParams (dashboard) and a file's import
-statements (config) must not do that: the value is wanted as written. Every
+statements (gin_files) must not do that: the value is wanted as written. Every
 one of them parses through `statements` here.
 """
 

@@ -54,7 +54,7 @@ def main(argv):
 
 
 def run():
-  """Console-script entry point (`seqmnist`)."""
+  """The training command (`python -m seqmnist.main`, the `seqmnist` script)."""
   cli.run('seqmnist', main)
 
 

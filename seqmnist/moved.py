@@ -1,8 +1,9 @@
 """Modules that moved when the package was laid out by role, still reachable
 at their old names.
 
-`python -m seqmnist.sweep` runs `seqmnist.tools.sweep` (same flags, output
-and exit codes), and `from seqmnist import sweeps` gives the module now named
+`python -m seqmnist.sweep` runs `seqmnist.tools.sweep` (same flags and exit
+codes; its messages name the new module), and `from seqmnist import sweeps`
+gives the module now named
 `seqmnist.tools.sweep_grid`: one finder answers every name in `MOVED`, so no
 file is left behind at the old place. New code and docs use the new names.
 """
@@ -35,10 +36,13 @@ class _Forward(importlib.abc.Loader):
     self.new = new
 
   def create_module(self, spec):
-    return importlib.import_module(self.new)
+    return None  # a placeholder, which exec_module swaps for the real one
 
   def exec_module(self, module):
-    pass  # the new module is already executed
+    # The import system returns what sys.modules holds under the old name
+    # after this, so the real module is used as it is (its __spec__ and
+    # __name__ untouched).
+    sys.modules[module.__spec__.name] = importlib.import_module(self.new)
 
   def is_package(self, fullname):
     del fullname

@@ -80,7 +80,7 @@ def train_and_evaluate(model_dir: str, data_dir: Optional[str],
 
 def resume_bindings(model_dir: Optional[str]) -> List[str]:
   """Bindings that keep a run made by an earlier seqmnist as it ran, for
-  `config.parse(run_defaults=...)`: [] for a new run."""
+  `gin_files.parse(run_defaults=...)`: [] for a new run."""
   if not model_dir:
     return []
   run_dir = rundir_lib.RunDir(model_dir)

@@ -33,5 +33,5 @@ LAYERS = (
      'tools.report', 'tools.release'),
     # 6 entry points: training, and the tools' command lines
     ('main', 'tools.bench', 'tools.sweep', 'tools.prepare_tfds',
-     'tools.curves'),
+     'tools.curves', 'scripts'),
 )

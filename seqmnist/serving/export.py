@@ -159,10 +159,5 @@ def main(argv):
         f'{_EXPORT_DIR.value}: {json.dumps(metadata)}')
 
 
-def run():
-  """Console-script entry point (`seqmnist-export`)."""
-  cli.run('seqmnist.serving.export', main)
-
-
 if __name__ == '__main__':
-  run()
+  cli.run('seqmnist.serving.export', main)

@@ -182,10 +182,5 @@ def main(argv):
         '  [blank image: no ink, the answer means nothing]' if blank else ''))
 
 
-def run():
-  """Console-script entry point (`seqmnist-predict`)."""
-  cli.run('seqmnist.serving.predict', main)
-
-
 if __name__ == '__main__':
-  run()
+  cli.run('seqmnist.serving.predict', main)

@@ -321,10 +321,5 @@ def main(argv):
   rundir.write_json(_OUTPUT.value, {**report, 'markdown': table})
 
 
-def run():
-  """Console-script entry point (`seqmnist-bench`)."""
-  cli.run('seqmnist.tools.bench', main)
-
-
 if __name__ == '__main__':
-  run()
+  cli.run('seqmnist.tools.bench', main)

@@ -141,11 +141,6 @@ def main(argv):
   print(f'wrote {_OUT.value}')
 
 
-def run():
-  """Console-script entry point (`seqmnist-curves`)."""
+if __name__ == '__main__':
   cli.import_tensorflow_quietly()
   cli.run('seqmnist.tools.curves', main)
-
-
-if __name__ == '__main__':
-  run()

@@ -43,10 +43,5 @@ def main(argv):
         f'verified against MNIST\'s published SHA-256 in {_IDX_DIR.value}')
 
 
-def run():
-  """Console-script entry point (`seqmnist-prepare-tfds`)."""
-  cli.run('seqmnist.tools.prepare_tfds', main)
-
-
 if __name__ == '__main__':
-  run()
+  cli.run('seqmnist.tools.prepare_tfds', main)

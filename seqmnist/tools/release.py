@@ -148,10 +148,5 @@ def main(argv):
   print(f'released {_MODEL_DIR.value} as {out} ({size / 1e6:.2f} MB)')
 
 
-def run():
-  """Console-script entry point (`seqmnist-release`)."""
-  cli.run('seqmnist.tools.release', main)
-
-
 if __name__ == '__main__':
-  run()
+  cli.run('seqmnist.tools.release', main)

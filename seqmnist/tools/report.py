@@ -351,11 +351,6 @@ def main(argv):
                       _PLOT.value))
 
 
-def run():
-  """Console-script entry point (`seqmnist-report`)."""
+if __name__ == '__main__':
   cli.import_tensorflow_quietly()
   cli.run('seqmnist.tools.report', main)
-
-
-if __name__ == '__main__':
-  run()

@@ -85,10 +85,5 @@ def main(argv):
   sys.exit(exit_on_error('seqmnist.tools.sweep', _sweep))
 
 
-def run():
-  """Console-script entry point (`seqmnist-sweep`)."""
-  cli.run('seqmnist.tools.sweep', main)
-
-
 if __name__ == '__main__':
-  run()
+  cli.run('seqmnist.tools.sweep', main)
