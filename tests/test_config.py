@@ -42,6 +42,21 @@ def test_each_shipped_gin_file_parses_and_builds(name):
   assert trainer_config.steps >= 1
 
 
+@pytest.mark.parametrize('name', SHIPPED)
+def test_every_recurrent_layer_a_shipped_recipe_builds_is_cudnn_eligible(
+    name):
+  """As a GPU run builds them (implementation='keras': on a GPU 'auto' never
+  picks the fused op); every shipped recipe is a GRU or LSTM stack."""
+  gin_files.parse([name], ["Model.implementation = 'keras'"])
+  data_config, model_config, _, _ = _build_all()
+  assert model_config.cell in ('gru', 'lstm'), name
+  length = {'row': 28}.get(data_config.order, 784)
+  model = models.build(model_config, (length, 784 // length), 10, seed=0)
+  layers = models.recurrent_layers(model)
+  assert len(layers) == model_config.layers
+  assert all(models.cudnn_eligible(layer) for layer in layers), name
+
+
 @pytest.mark.parametrize('name, expected', [
     ('articles/day25_rnn.gin', ('row', 'simple', 128, 1, 'adam', 0.01, 100,
                                 5000, 0.0)),

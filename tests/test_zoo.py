@@ -60,7 +60,8 @@ def test_every_zoo_entry_is_a_small_run_dir_documented_in_the_readme():
 
 # Each entry and the shipped gin file that made it.
 SHIPPED = {'row_gru': 'gin/row.gin', 'pixel_gru': 'gin/pixel.gin',
-           'permuted_gru': 'gin/permuted.gin'}
+           'permuted_gru': 'gin/permuted.gin',
+           'permuted_dilated_gru': 'gin/permuted_dilated.gin'}
 
 
 def test_every_zoo_entry_is_checked_below():
