@@ -84,7 +84,9 @@ class ModelConfig:
       (len == layers), e.g. (1, 2, 4, 8): layer i is a standard GRU/LSTM run
       over the sequence split into dilations[i] interleaved subsequences, so
       its state at step t follows from its state at t - dilations[i] (Chang
-      et al. 2017, Dilated RNN); every layer stays cuDNN-eligible.
+      et al. 2017, Dilated RNN); every layer stays cuDNN-eligible. With
+      gate_init='chrono', a layer's time scales span the ceil(T / d) steps
+      it runs, not the T of the whole sequence.
     implementation: how GRU/LSTM layers run without a GPU: 'fused' (the
       whole layer as one oneDNN op, fused.py), 'keras' (Keras' step loop),
       or 'auto' (fused when it loaded, no GPU is visible and the process
@@ -221,7 +223,10 @@ def build(config: ModelConfig, sequence_shape, num_classes: int,
   dilations = tuple(config.dilations) or (1,) * config.layers
   for i, dilation in enumerate(dilations):
     last = i == config.layers - 1
-    layer = _rnn_layer(config, i, seed, sequence_length=sequence_shape[0],
+    # Chrono spreads a layer's time scales over the steps it sees: a layer
+    # at dilation d runs ceil(T / d) of them.
+    layer = _rnn_layer(config, i, seed,
+                       sequence_length=-(-sequence_shape[0] // dilation),
                        return_sequences=not last or config.readout != 'last'
                        or dilation > 1, dtype=policy, use_fused=use_fused)
     if dilation > 1:

@@ -197,6 +197,20 @@ def test_every_layer_of_a_dilated_recipe_is_cudnn_eligible(cell):
   assert all(models.cudnn_eligible(layer) for layer in layers)
 
 
+@pytest.mark.parametrize('cell', ['gru', 'lstm'])
+def test_chrono_spans_the_steps_a_dilated_layer_sees(cell):
+  """log U(1, T - 1) with T = ceil(784 / d) for the layer at dilation d."""
+  config = models.ModelConfig(cell=cell, units=64, layers=3,
+                              dilations=(1, 16, 64), gate_init='chrono')
+  model = models.build(config, (784, 1), 10, seed=0)
+  for layer, steps in zip(models.recurrent_layers(model), (784, 49, 13)):
+    bias = layer.cell.bias.numpy()
+    memory = bias[0, :64] if cell == 'gru' else bias[64:128]
+    assert memory.min() >= 0 and memory.max() <= np.log(steps - 1) + 1e-6
+    # spread over the range, not bunched at its low end
+    assert memory.max() > np.log(steps - 1) - 0.5, (layer.name, memory.max())
+
+
 @pytest.mark.parametrize('kwargs, message', [
     (dict(output_dropout=1.0), r'Model.output_dropout=1.0 must be a number '
      r'from 0 to 0.95'),
