@@ -123,10 +123,12 @@ def test_console_script_is_installed():
 
 
 def _corrupt_checksum(data_dir):
+  # Checksums are of the uncompressed content: the fastest gzip level will do
+  # (here and in the rewrites below).
   path = os.path.join(data_dir, 'train-labels-idx1-ubyte.gz')
   with gzip.open(path, 'rb') as f:
     content = f.read()
-  with gzip.open(path, 'wb') as f:
+  with gzip.open(path, 'wb', compresslevel=1) as f:
     f.write(content[:8] + bytes([(content[8] + 1) % 10]) + content[9:])
 
 
@@ -134,7 +136,7 @@ def _truncate_test_images(data_dir):
   path = os.path.join(data_dir, 't10k-images-idx3-ubyte.gz')
   with gzip.open(path, 'rb') as f:
     content = f.read()
-  with gzip.open(path, 'wb') as f:
+  with gzip.open(path, 'wb', compresslevel=1) as f:
     f.write(content[:-100])
 
 
@@ -142,7 +144,7 @@ def _wrong_magic(data_dir):
   path = os.path.join(data_dir, 'train-images-idx3-ubyte.gz')
   with gzip.open(path, 'rb') as f:
     content = f.read()
-  with gzip.open(path, 'wb') as f:
+  with gzip.open(path, 'wb', compresslevel=1) as f:
     f.write(b'\x00\x00\x08\x01' + content[4:])
 
 
@@ -151,7 +153,7 @@ def _label_out_of_range(data_dir):
     path = os.path.join(data_dir, name)
     with gzip.open(path, 'rb') as f:
       content = f.read()
-    with gzip.open(path, 'wb') as f:
+    with gzip.open(path, 'wb', compresslevel=1) as f:
       f.write(change(content))
   rewrite('t10k-labels-idx1-ubyte.gz', lambda c: c[:20] + b'\x0c' + c[21:])
   # Not MNIST's own files any more (which are refused under another name).
