@@ -40,18 +40,30 @@ def finished(tmp_path_factory, mnist_dir):
   return model_dir, (_results(model_dir), _final_weights(model_dir))
 
 
-def _stopped_at_30(tmp_path, mnist_dir):
+@pytest.fixture(scope='module')
+def stopped_at_30_once(tmp_path_factory, mnist_dir):
   """A run stopped after its step-30 checkpoint (ckpt-10, 20, 30 on disk)."""
-  model_dir = tmp_path / 'run'
+  model_dir = tmp_path_factory.mktemp('stopped') / 'run'
   result = run_cli(*_args(model_dir, mnist_dir, 'Trainer.steps=30'))
   assert result.returncode == 0, result.stderr[-3000:]
   os.remove(model_dir / 'results.json')
   return model_dir
 
 
+@pytest.fixture
+def stopped_at_30(tmp_path, stopped_at_30_once):
+  """This test's own copy of the run stopped at step 30, to damage."""
+  return _copy(stopped_at_30_once, tmp_path / 'run')
+
+
+def _copy(run, model_dir):
+  shutil.copytree(run, model_dir, symlinks=True)
+  return model_dir
+
+
 def test_a_garbage_checkpoint_state_file_resumes_from_the_files(
-    tmp_path, mnist_dir, finished):
-  model_dir = _stopped_at_30(tmp_path, mnist_dir)
+    mnist_dir, finished, stopped_at_30):
+  model_dir = stopped_at_30
   (model_dir / 'checkpoints' / 'checkpoint').write_bytes(b'\x00garbage {{\n')
   result = run_cli(*_args(model_dir, mnist_dir))
   assert result.returncode == 0, result.stderr[-3000:]
@@ -64,8 +76,8 @@ def test_a_garbage_checkpoint_state_file_resumes_from_the_files(
 
 @pytest.mark.parametrize('damage', ['missing data', 'truncated index'])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(
-    tmp_path, mnist_dir, finished, damage):
-  model_dir = _stopped_at_30(tmp_path, mnist_dir)
+    mnist_dir, finished, stopped_at_30, damage):
+  model_dir = stopped_at_30
   newest = model_dir / 'checkpoints' / 'ckpt-30'
   if damage == 'missing data':
     os.remove(f'{newest}.data-00000-of-00001')
@@ -81,8 +93,8 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(
 
 
 def test_no_intact_checkpoint_stops_with_one_line_and_starts_nothing(
-    tmp_path, mnist_dir):
-  model_dir = _stopped_at_30(tmp_path, mnist_dir)
+    mnist_dir, stopped_at_30):
+  model_dir = stopped_at_30
   for folder in ('checkpoints', 'best'):
     for name in os.listdir(model_dir / folder):
       if name.endswith('.index'):
@@ -101,10 +113,10 @@ def test_no_intact_checkpoint_stops_with_one_line_and_starts_nothing(
 
 
 def test_damaged_rolling_checkpoints_resume_from_the_intact_best_one(
-    tmp_path, mnist_dir, finished):
+    mnist_dir, finished, stopped_at_30):
   """A disk that filled during a rolling save leaves a 0-byte index: the
   best checkpoint of the same training state carries the run on."""
-  model_dir = _stopped_at_30(tmp_path, mnist_dir)
+  model_dir = stopped_at_30
   best = [n for n in os.listdir(model_dir / 'best') if n.endswith('.index')]
   for name in os.listdir(model_dir / 'checkpoints'):
     if name.endswith('.index'):
@@ -122,9 +134,8 @@ def test_damaged_rolling_checkpoints_resume_from_the_intact_best_one(
 
 
 def test_a_finished_run_without_its_checkpoints_only_reports(
-    tmp_path, mnist_dir):
-  model_dir = tmp_path / 'run'
-  assert run_cli(*_args(model_dir, mnist_dir)).returncode == 0
+    tmp_path, mnist_dir, finished):
+  model_dir = _copy(finished[0], tmp_path / 'run')
   results = (model_dir / 'results.json').read_text()
   best = sorted(os.listdir(model_dir / 'best'))
   for folder in ('checkpoints',):
@@ -140,9 +151,8 @@ def test_a_finished_run_without_its_checkpoints_only_reports(
 
 
 def test_lowering_the_steps_of_a_finished_run_rewrites_nothing(
-    tmp_path, mnist_dir):
-  model_dir = tmp_path / 'run'
-  assert run_cli(*_args(model_dir, mnist_dir)).returncode == 0
+    tmp_path, mnist_dir, finished):
+  model_dir = _copy(finished[0], tmp_path / 'run')
   config = (model_dir / 'operative_config.gin').read_text()
   results = (model_dir / 'results.json').read_text()
   rerun = run_cli(*_args(model_dir, mnist_dir, 'Trainer.steps=20'))
@@ -158,8 +168,7 @@ def test_lowering_the_steps_of_a_finished_run_rewrites_nothing(
 @pytest.mark.parametrize('dangling', [False, True])
 def test_a_link_inside_a_run_dir_is_refused_and_its_target_untouched(
     tmp_path, mnist_dir, finished, entry, dangling):
-  model_dir = tmp_path / 'run'
-  shutil.copytree(finished[0], model_dir, symlinks=True)
+  model_dir = _copy(finished[0], tmp_path / 'run')
   outside = tmp_path / 'users_own'
   if not dangling:
     if entry in ('checkpoints', 'best', 'train'):
@@ -197,9 +206,7 @@ def _tree(path):
 @pytest.mark.parametrize('content', [b'', b'{"test_accuracy": 0.9', b'[1, 2]'])
 def test_a_damaged_results_json_is_recomputed_from_the_best_checkpoint(
     tmp_path, mnist_dir, finished, content):
-  model_dir = tmp_path / 'run'
-  result = run_cli(*_args(model_dir, mnist_dir))
-  assert result.returncode == 0, result.stderr[-3000:]
+  model_dir = _copy(finished[0], tmp_path / 'run')
   (model_dir / 'results.json').write_bytes(content)
   rerun = run_cli(*_args(model_dir, mnist_dir))
   assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -540,9 +547,9 @@ def _read_only(folder):
 
 
 @pytest.fixture
-def read_only_checkpoints(tmp_path, mnist_dir):
+def read_only_checkpoints(stopped_at_30):
   """A run stopped at step 30 whose checkpoints/ is then read-only."""
-  model_dir = _stopped_at_30(tmp_path, mnist_dir)
+  model_dir = stopped_at_30
   with _read_only(model_dir / 'checkpoints'):
     yield model_dir
 
@@ -584,8 +591,7 @@ def _tool(module, *args):
 
 
 def test_release_into_the_run_itself_is_refused(tmp_path, finished):
-  model_dir = tmp_path / 'run'
-  shutil.copytree(finished[0], model_dir, symlinks=True)
+  model_dir = _copy(finished[0], tmp_path / 'run')
   before = sorted(os.listdir(model_dir))
   for out in (model_dir / 'release', model_dir):
     result = _tool('seqmnist.tools.release', f'--model_dir={model_dir}',
@@ -841,8 +847,7 @@ def test_verbosity_1_shows_the_start_up_records_the_default_hides(tmp_path):
 
 def test_truncated_event_files_are_named_by_report_and_curves(tmp_path,
                                                              finished):
-  model_dir = tmp_path / 'run'
-  shutil.copytree(finished[0], model_dir, symlinks=True)
+  model_dir = _copy(finished[0], tmp_path / 'run')
   (events,) = (model_dir / 'validation').glob('events.out.tfevents.*')
   events.write_bytes(events.read_bytes()[:-7])  # cut inside the last record
   for module, args in (('seqmnist.tools.report', [str(model_dir)]),

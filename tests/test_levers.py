@@ -241,11 +241,19 @@ def _checkpoint_weights(model_dir, folder='checkpoints'):
       str(model_dir / folder))).items() if not k.startswith('save_counter/')}
 
 
-@pytest.mark.e2e
-def test_every_lever_resumes_exactly_after_sigterm(tmp_path, mnist_dir):
-  reference = tmp_path / 'reference'
+@pytest.fixture(scope='module')
+def lever_reference(tmp_path_factory, mnist_dir):
+  """One uninterrupted run with every lever on, which tests only read."""
+  reference = tmp_path_factory.mktemp('levers') / 'reference'
   result = run_cli(*_lever_run(reference, mnist_dir))
   assert result.returncode == 0, result.stderr[-3000:]
+  return reference
+
+
+@pytest.mark.e2e
+def test_every_lever_resumes_exactly_after_sigterm(tmp_path, mnist_dir,
+                                                   lever_reference):
+  reference = lever_reference
   want = _checkpoint_weights(reference)
   assert any(k.startswith('average/') for k in want), sorted(want)
 
@@ -285,10 +293,8 @@ def test_every_lever_two_replicas_match_one_device(tmp_path, mnist_dir):
 
 
 @pytest.mark.e2e
-def test_the_best_checkpoint_holds_the_averaged_weights(tmp_path, mnist_dir):
-  model_dir = tmp_path / 'run'
-  result = run_cli(*_lever_run(model_dir, mnist_dir))
-  assert result.returncode == 0, result.stderr[-3000:]
+def test_the_best_checkpoint_holds_the_averaged_weights(lever_reference):
+  model_dir = lever_reference
   best = _checkpoint_weights(model_dir, 'best')
   rolling = _checkpoint_weights(model_dir)
   # The model's trainable variables are saved once, under the optimizer's

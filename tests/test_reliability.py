@@ -6,6 +6,7 @@ multi-worker clusters. (Corrupt data files: test_data.py and test_main.py.)
 import os
 import random
 import re
+import shutil
 import signal
 import time
 
@@ -230,10 +231,19 @@ def _snapshot(model_dir):
   return {p: p.read_bytes() for p in model_dir.rglob('*') if p.is_file()}
 
 
-def test_resume_with_another_model_is_refused(tmp_path, mnist_dir):
-  model_dir = tmp_path / 'run'
+@pytest.fixture(scope='module')
+def finished_at_20(tmp_path_factory, mnist_dir):
+  """A run of 20 steps, finished; tests resume copies of it."""
+  model_dir = tmp_path_factory.mktemp('at20') / 'run'
   first = run_cli(*_args(model_dir, mnist_dir, 'Trainer.steps=20'))
   assert first.returncode == 0, first.stderr[-3000:]
+  return model_dir
+
+
+def test_resume_with_another_model_is_refused(tmp_path, mnist_dir,
+                                              finished_at_20):
+  model_dir = tmp_path / 'run'
+  shutil.copytree(finished_at_20, model_dir, symlinks=True)
   before = _snapshot(model_dir)
 
   result = run_cli(*_args(model_dir, mnist_dir, 'Trainer.steps=40',
@@ -253,10 +263,10 @@ def test_resume_with_another_model_is_refused(tmp_path, mnist_dir):
           _one_line(result.stderr, 'error'))
 
 
-def test_run_length_and_cadence_may_change_on_resume(tmp_path, mnist_dir):
+def test_run_length_and_cadence_may_change_on_resume(tmp_path, mnist_dir,
+                                                    finished_at_20):
   model_dir = tmp_path / 'run'
-  first = run_cli(*_args(model_dir, mnist_dir, 'Trainer.steps=20'))
-  assert first.returncode == 0, first.stderr[-3000:]
+  shutil.copytree(finished_at_20, model_dir, symlinks=True)
   result = run_cli(*_args(model_dir, mnist_dir, 'Trainer.steps=30',
                           'Trainer.eval_every=5', 'Trainer.checkpoint_every=5',
                           'Trainer.steps_per_loop=5',
