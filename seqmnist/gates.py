@@ -2,8 +2,9 @@
 
   'default'  Keras' own: GRU biases 0; LSTM biases 0 with the forget gate's 1.
   'chrono'   Tallec & Ollivier 2018, "Can recurrent neural networks warp
-             time?": the forget gate's bias log(U(1, T - 1)), T the sequence
-             length, so gate values spread the memory's time scales over
+             time?": the forget gate's bias log(U(1, T - 1)), T the steps the
+             layer runs (the sequence length; ceil(length / d) for a layer
+             at dilation d), so gate values spread the memory's time scales over
              1..T; the LSTM input gate's bias is its negative.
   'uniform'  Gu et al. 2020, "Improving the Gating Mechanism of Recurrent
              Neural Networks" (UGI): the forget gate's bias logit(U(1/d,

@@ -50,8 +50,7 @@ def test_every_recurrent_layer_a_shipped_recipe_builds_is_cudnn_eligible(
   gin_files.parse([name], ["Model.implementation = 'keras'"])
   data_config, model_config, _, _ = _build_all()
   assert model_config.cell in ('gru', 'lstm'), name
-  length = {'row': 28}.get(data_config.order, 784)
-  model = models.build(model_config, (length, 784 // length), 10, seed=0)
+  model = models.build(model_config, data_config.sequence_shape, 10, seed=0)
   layers = models.recurrent_layers(model)
   assert len(layers) == model_config.layers
   assert all(models.cudnn_eligible(layer) for layer in layers), name
