@@ -3,9 +3,9 @@ at their old names.
 
 `python -m seqmnist.sweep` runs `seqmnist.tools.sweep` (same flags and exit
 codes; its messages name the new module), and `from seqmnist import sweeps`
-gives the module now named
-`seqmnist.tools.sweep_grid`: one finder answers every name in `MOVED`, so no
-file is left behind at the old place. New code and docs use the new names.
+gives the module now named `seqmnist.tools.sweep_grid`: one finder answers
+every name in `MOVED`, so no file is left behind at the old place. New code
+and docs use the new names.
 """
 import importlib
 import importlib.abc

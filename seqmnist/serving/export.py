@@ -1,6 +1,7 @@
 r"""Exports a finished (or running) run's best weights as a SavedModel.
 
-  python -m seqmnist.serving.export --model_dir=DIR --export_dir=DIR [--weights=best]
+  python -m seqmnist.serving.export --model_dir=DIR --export_dir=DIR \
+      [--weights=best]
 
 The SavedModel's `serving_default` signature takes `images`: uint8
 [batch, size, size], the dataset's own pixels (28 x 28 for the shipped

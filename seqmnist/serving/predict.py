@@ -30,7 +30,8 @@ from seqmnist import idx
 from seqmnist.errors import DataError, UserError, exit_on_error
 
 _EXPORT_DIR = flags.DEFINE_string('export_dir', None,
-                                  'A SavedModel written by seqmnist.serving.export.')
+                                  'A SavedModel written by '
+                                  'seqmnist.serving.export.')
 _INVERT = flags.DEFINE_boolean('invert', False, 'PNGs are dark digits on a '
                                'light ground: invert them first.')
 _BATCH = flags.DEFINE_integer('batch_size', 1000, 'Images per call.')

@@ -1,4 +1,5 @@
-"""The measurements of `python -m seqmnist.tools.bench`, one function per variant.
+"""The measurements of `python -m seqmnist.tools.bench`, one function per
+variant.
 
 Each runs in its own process (the harness, bench.py, starts one per
 measurement) and returns {'examples_per_second': ...} or {'skipped': why}.

@@ -1,6 +1,7 @@
 r"""Draws a run's learning curves to a PNG, with published anchor lines.
 
-  python -m seqmnist.tools.curves --model_dir=RUN [--model_dir=RUN2] --out=FILE.png \
+  python -m seqmnist.tools.curves --model_dir=RUN [--model_dir=RUN2] \
+      --out=FILE.png \
       [--anchor="tuned LSTM=98.9" ...] [--accuracy_from=95] [--title=TEXT]
 
 Left: validation accuracy (%) against epoch, with a dashed line per anchor

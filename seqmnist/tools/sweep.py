@@ -15,8 +15,8 @@ from absl import flags
 
 from seqmnist import cli
 from seqmnist.errors import UserError, exit_on_error
-from seqmnist.tools.sweep_grid import LocalBackend, Sweep, check_points, parse_axis
-from seqmnist.tools.sweep_grid import prepare_runs_dir
+from seqmnist.tools.sweep_grid import LocalBackend, Sweep, check_points
+from seqmnist.tools.sweep_grid import parse_axis, prepare_runs_dir
 from seqmnist.tools import sweep_cluster
 
 _GIN_FILE = flags.DEFINE_multi_string(

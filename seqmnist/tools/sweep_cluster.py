@@ -42,8 +42,8 @@ K8S_JOB = os.path.join(REPO, 'launch', 'k8s', 'job.yaml')
 _K8S_NAME = re.compile(r'[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?')
 
 
-def point_arguments(sweep: sweep_grid.Sweep, point: sweep_grid.Point, runs_dir: str,
-                    data_dir: Optional[str]) -> List[str]:
+def point_arguments(sweep: sweep_grid.Sweep, point: sweep_grid.Point,
+                    runs_dir: str, data_dir: Optional[str]) -> List[str]:
   """Point's `seqmnist.main` arguments (no interpreter, no module).
 
   Raises:
