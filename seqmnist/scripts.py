@@ -4,50 +4,23 @@ docstring and flags, and flags, output and exit codes are the module's)."""
 import runpy
 
 
-def _run_as_main(module: str) -> None:
-  runpy.run_module(module, run_name='__main__', alter_sys=True)
+def _runs(module: str):
+  """The entry point of the console script that runs `module`."""
+
+  def run() -> None:
+    runpy.run_module(module, run_name='__main__', alter_sys=True)
+
+  run.module = module
+  return run
 
 
-def train():
-  """`seqmnist`: python -m seqmnist.main."""
-  _run_as_main('seqmnist.main')
-
-
-def bench():
-  """`seqmnist-bench`."""
-  _run_as_main('seqmnist.tools.bench')
-
-
-def curves():
-  """`seqmnist-curves`."""
-  _run_as_main('seqmnist.tools.curves')
-
-
-def prepare_tfds():
-  """`seqmnist-prepare-tfds`."""
-  _run_as_main('seqmnist.tools.prepare_tfds')
-
-
-def release():
-  """`seqmnist-release`."""
-  _run_as_main('seqmnist.tools.release')
-
-
-def report():
-  """`seqmnist-report`."""
-  _run_as_main('seqmnist.tools.report')
-
-
-def sweep():
-  """`seqmnist-sweep`."""
-  _run_as_main('seqmnist.tools.sweep')
-
-
-def export():
-  """`seqmnist-export`."""
-  _run_as_main('seqmnist.serving.export')
-
-
-def predict():
-  """`seqmnist-predict`."""
-  _run_as_main('seqmnist.serving.predict')
+# Entry point -> the module it runs (script names: setup.cfg).
+train = _runs('seqmnist.main')  # seqmnist
+bench = _runs('seqmnist.tools.bench')  # seqmnist-bench
+curves = _runs('seqmnist.tools.curves')  # seqmnist-curves
+prepare_tfds = _runs('seqmnist.tools.prepare_tfds')  # seqmnist-prepare-tfds
+release = _runs('seqmnist.tools.release')  # seqmnist-release
+report = _runs('seqmnist.tools.report')  # seqmnist-report
+sweep = _runs('seqmnist.tools.sweep')  # seqmnist-sweep
+export = _runs('seqmnist.serving.export')  # seqmnist-export
+predict = _runs('seqmnist.serving.predict')  # seqmnist-predict
