@@ -170,6 +170,11 @@ TIER_HELP = {'unit': 'in-process and quick: the quick tier',
              'e2e': 'real runs of the CLI and tools',
              'system': 'the Slurm cluster or the container image'}
 TIER_NAMES = tuple(TIER_HELP)
+# The README runs the suite on two pytest-xdist workers (`-n 2 --dist
+# loadgroup`): a group runs on one worker, in order. Each file is its own
+# group, so the runs its tests share (module fixtures) are made once; the two
+# Slurm files are one group: they share one cluster and its fixed ports.
+XDIST_GROUPS = {'test_slurm.py': 'slurm', 'test_slurm_multinode.py': 'slurm'}
 
 
 def pytest_configure(config):
@@ -181,14 +186,13 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-  """Gives each test its file's tier unless it carries its own."""
+  """Gives each test its file's tier unless it carries its own, and its
+  file's xdist group."""
   del config
   for item in items:
     own = [m.name for m in item.own_markers if m.name in TIER_NAMES]
     if len(own) > 1:
       raise pytest.UsageError(f'{item.nodeid} has two tiers: {own}')
-    if own:
-      continue
     if os.path.dirname(str(item.fspath)) != os.path.dirname(
         os.path.abspath(__file__)):
       continue  # a test file made by a test (tests/test_repo.py)
@@ -196,7 +200,9 @@ def pytest_collection_modifyitems(config, items):
     if name not in TIERS:
       raise pytest.UsageError(f'{name} has no tier: add it to TIERS in '
                               'tests/conftest.py')
-    item.add_marker(TIERS[name])
+    item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(name, name)))
+    if not own:
+      item.add_marker(TIERS[name])
 
 
 @pytest.hookimpl(hookwrapper=True)
