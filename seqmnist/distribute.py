@@ -132,10 +132,22 @@ def _multi_worker(config, tf_config, has_gpu):
         tf.train.ClusterSpec(tf_config['cluster']),
         task_type=task.get('type', 'worker'), task_id=task.get('index', 0),
         rpc_layer='grpc')
-  return tf.distribute.MultiWorkerMirroredStrategy(
-      cluster_resolver=resolver,
-      communication_options=tf.distribute.experimental.CommunicationOptions(
-          implementation=implementation))
+  try:
+    return tf.distribute.MultiWorkerMirroredStrategy(
+        cluster_resolver=resolver,
+        communication_options=tf.distribute.experimental.CommunicationOptions(
+            implementation=implementation))
+  except tf.errors.UnknownError as e:
+    if 'Could not start gRPC server' not in str(e) or not tf_config:
+      raise
+    task = tf_config.get('task', {})
+    kind, index = task.get('type', 'worker'), task.get('index', 0)
+    address = tf_config['cluster'][kind][index]
+    raise ConfigError(
+        f'{kind} {index} cannot listen on its address {address}: the port is '
+        'taken (another job on this host?); give each job on a host its own '
+        'ports (Slurm, Kubernetes: SEQMNIST_PORT; else the TF_CONFIG '
+        'addresses)') from e
 
 
 _BUILDERS = {

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -77,6 +78,27 @@ def test_batch_must_divide_over_replicas(tmp_path, mnist_dir):
                                'Data.batch_size=127'))
   _assert_clean_failure(result, 'Data.batch_size=127 does not divide over 2 '
                         'replicas')
+  assert not model_dir.exists()
+
+
+def test_a_worker_whose_port_is_taken_fails_in_one_line(tmp_path, mnist_dir):
+  port = two_free_ports()
+  model_dir = tmp_path / 'run'
+  tf_config = {'cluster': {'worker': [f'127.0.0.1:{port}',
+                                      f'127.0.0.1:{port + 1}']},
+               'task': {'type': 'worker', 'index': 0}}
+  with socket.socket() as taken:  # another job's worker, say
+    taken.bind(('127.0.0.1', port))
+    taken.listen()
+    result = subprocess.run(
+        [sys.executable, '-m', 'seqmnist.main', '--gin_file=row.gin',
+         f'--model_dir={model_dir}', f'--data_dir={mnist_dir}',
+         *gin_params(*SHORT)],
+        capture_output=True, text=True, cwd=REPO, timeout=300, check=False,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2',
+                 TF_CONFIG=json.dumps(tf_config)))
+  _assert_clean_failure(result, f'worker 0 cannot listen on its address '
+                        f'127.0.0.1:{port}: the port is taken')
   assert not model_dir.exists()
 
 

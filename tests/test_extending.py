@@ -103,6 +103,42 @@ def test_a_new_cell_is_one_file_and_trains_through_the_cli(my_cells,
   assert 'Run already finished at step 100' in again.stderr
 
 
+def test_a_sweep_over_a_new_cell_needs_and_passes_allow_gin_imports(
+    my_cells, mnist_dir):
+  """A user's cell swept like a shipped one: without --allow_gin_imports
+  the sweep refuses the gin import in one line and writes nothing; with it,
+  every point runs with it."""
+  runs_dir = my_cells / 'sweep'
+  command = [sys.executable, '-m', 'seqmnist.tools.sweep',
+             '--gin_file=row.gin', f'--gin_file={my_cells / "indrnn.gin"}',
+             f'--runs_dir={runs_dir}', f'--data_dir={mnist_dir}',
+             *gin_params(*FAST, 'Trainer.steps=20', 'Trainer.eval_every=20'),
+             '--sweep=Model.units=8,16']
+  env = dict(os.environ, PYTHONPATH=str(my_cells), TF_CPP_MIN_LOG_LEVEL='2')
+
+  def sweep(*extra):
+    return subprocess.run(command + list(extra), capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=600,
+                          check=False)
+
+  refused = sweep()
+  assert refused.returncode == 2, refused.stderr[-3000:]
+  (line,) = [l for l in refused.stderr.splitlines() if l.strip()]
+  assert line.startswith('seqmnist.tools.sweep: error: grid point 0 '
+                         '(Model.units=8): '), line
+  assert line.endswith('pass --allow_gin_imports if you trust this config')
+  assert not runs_dir.exists()
+  ran = sweep('--allow_gin_imports')
+  assert ran.returncode == 0, ran.stderr[-3000:]
+  for units in (8, 16):
+    point = runs_dir / f'Model.units={units}'
+    operative = (point / 'operative_config.gin').read_text()
+    assert "Model.cell = 'indrnn'" in operative
+    assert f'Model.units = {units}' in operative
+    results = json.loads((point / 'results.json').read_text())
+    assert results['global_step'] == 20, results
+
+
 def test_a_registered_cell_reaches_every_table(my_cells, monkeypatch):
   """Registered in-process: the memory check, the gate-init check and the
   fused-op choice read the registry, not a table of their own."""

@@ -3,7 +3,7 @@ r"""`python -m seqmnist.tools.sweep`: run a grid of gin bindings (see sweep_grid
   python -m seqmnist.tools.sweep --gin_file=row.gin [--gin_param=...] \
       --sweep="Trainer.seed=0,1,2" --sweep="UNITS=64,128" \
       --runs_dir=DIR [--data_dir=DIR] [--parallel=N] \
-      [--backend=local|slurm|kubernetes]
+      [--backend=local|slurm|kubernetes] [--allow_gin_imports]
 
 slurm submits one job array (sweep_cluster.py); kubernetes prints a ConfigMap
 and an Indexed Job for `kubectl apply -f -`.
@@ -30,6 +30,10 @@ _RUNS_DIR = flags.DEFINE_string(
     'runs_dir', None, 'The folder of the sweep: one run dir per point, '
     'sweep.json, logs/. Rerunning continues.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'As for seqmnist.main.')
+_ALLOW_GIN_IMPORTS = flags.DEFINE_boolean(
+    'allow_gin_imports', False, 'As for seqmnist.main: permit `import` '
+    'statements in the gin files and bindings (a cell or dataset registered '
+    'in your own module); every point runs with it.')
 _BACKEND = flags.DEFINE_enum(
     'backend', 'local', ['local', 'slurm', 'kubernetes'],
     'Where the points run: local processes, a Slurm job array (submitted), '
@@ -56,7 +60,8 @@ def _sweep() -> int:
     raise UserError(f'--parallel={_PARALLEL.value} must be >= {least}' +
                     ('' if least else ' (0: no limit)'))
   sweep = Sweep(tuple(_GIN_FILE.value), tuple(_GIN_PARAM.value),
-                tuple(parse_axis(text) for text in _SWEEP.value))
+                tuple(parse_axis(text) for text in _SWEEP.value),
+                allow_imports=_ALLOW_GIN_IMPORTS.value)
   cli.import_tensorflow_quietly()  # the points' configs build Keras objects
   points = sweep.points()  # an empty grid or a repeated axis fails here
   steps = check_points(sweep)  # every point, before anything is written

@@ -123,6 +123,10 @@ class Sweep:
   gin_files: Tuple[str, ...]
   gin_params: Tuple[str, ...]
   axes: Tuple[Axis, ...]
+  # Permits gin `import` statements (seqmnist.main's --allow_gin_imports),
+  # passed to every point. A permission, not what the points train: not in
+  # sweep.json, so a rerun with or without it continues the same sweep.
+  allow_imports: bool = False
 
   def to_json(self) -> dict:
     return {'gin_files': list(self.gin_files),
@@ -146,7 +150,8 @@ def check_points(sweep: Sweep) -> Dict[str, int]:
   steps = {}
   for point in sweep.points():
     try:
-      gin_files.parse(sweep.gin_files, [*sweep.gin_params, *point.bindings])
+      gin_files.parse(sweep.gin_files, [*sweep.gin_params, *point.bindings],
+                      allow_imports=sweep.allow_imports)
       steps[point.name] = experiment.Configs.from_gin().trainer.steps
     except UserError as e:
       raise UserError(f'grid point {point.index} ({", ".join(point.bindings)})'
@@ -197,6 +202,8 @@ def main_arguments(sweep: Sweep, point: Point, runs_dir: str,
                f'--model_dir={os.path.join(runs_dir, point.name)}']
   if data_dir:
     arguments.append(f'--data_dir={data_dir}')
+  if sweep.allow_imports:
+    arguments.append('--allow_gin_imports')
   return arguments
 
 
