@@ -20,6 +20,7 @@ saying why, where the component cannot be had; under `CI` (set by
 `.ci/run`) such a skip is a failure, so CI cannot pass without them.
 """
 
+import fcntl
 import json
 import os
 import shutil
@@ -61,6 +62,19 @@ def mnist_copy(mnist_dir, tmp_path):
   for name in IDX_NAMES:
     shutil.copy(os.path.join(mnist_dir, name + '.gz'), copy / (name + '.gz'))
   return copy
+
+
+@pytest.fixture
+def one_slurm_test_at_a_time(tmp_path_factory):
+  """Waits for, then holds, a lock that every pytest worker (and session)
+  shares while a test uses the Slurm cluster: two jobs on one node would both
+  take its port 8888 (train.sbatch's SEQMNIST_PORT), and a test that kills
+  a node would take the other's job down with it. The xdist groups already
+  keep the Slurm files on one worker; this holds under any distribution."""
+  path = tmp_path_factory.getbasetemp().parent / 'seqmnist-slurm-tests.lock'
+  with open(path, 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    yield
 
 
 def gin_params(*params):
@@ -173,8 +187,13 @@ TIER_NAMES = tuple(TIER_HELP)
 # The README runs the suite on two pytest-xdist workers (`-n 2 --dist
 # loadgroup`): a group runs on one worker, in order. Each file is its own
 # group, so the runs its tests share (module fixtures) are made once; the two
-# Slurm files are one group: they share one cluster and its fixed ports.
+# Slurm files are one group: they share one cluster and its fixed ports (two
+# jobs on one node would both take port 8888). Groups are handed out in
+# collection order (pytest_configure turns off xdist's reordering by test
+# count), so the longest (the Slurm ones, then the container) come first
+# rather than leave one worker alone on them at the end.
 XDIST_GROUPS = {'test_slurm.py': 'slurm', 'test_slurm_multinode.py': 'slurm'}
+LONGEST_GROUPS = ('slurm', 'test_container.py')
 
 
 def pytest_configure(config):
@@ -183,12 +202,16 @@ def pytest_configure(config):
       '(a skip fails the run when CI is set)')
   for name, what in TIER_HELP.items():
     config.addinivalue_line('markers', f'{name}: tier: {what}')
+  if hasattr(config.option, 'loadscopereorder'):  # pytest-xdist
+    config.option.loadscopereorder = False  # LONGEST_GROUPS first
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
   """Gives each test its file's tier unless it carries its own, and its
-  file's xdist group."""
+  file's xdist group; the longest groups first."""
   del config
+  groups = {}
   for item in items:
     own = [m.name for m in item.own_markers if m.name in TIER_NAMES]
     if len(own) > 1:
@@ -200,9 +223,13 @@ def pytest_collection_modifyitems(config, items):
     if name not in TIERS:
       raise pytest.UsageError(f'{name} has no tier: add it to TIERS in '
                               'tests/conftest.py')
-    item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(name, name)))
+    groups[item.nodeid] = XDIST_GROUPS.get(name, name)
+    item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
     if not own:
       item.add_marker(TIERS[name])
+  rank = {group: i for i, group in enumerate(LONGEST_GROUPS)}
+  items.sort(key=lambda item: rank.get(groups.get(item.nodeid),
+                                       len(LONGEST_GROUPS)))
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -19,7 +19,8 @@ from conftest import FAST, REPO, gin_params, run_cli
 from test_distribute import _local_cluster, assert_float_weights_close
 from test_main import _results, _weights
 
-pytestmark = pytest.mark.ci_provides('the Slurm cluster')
+pytestmark = [pytest.mark.ci_provides('the Slurm cluster'),
+              pytest.mark.usefixtures('one_slurm_test_at_a_time')]
 
 
 def _slurm_node_up():

@@ -33,7 +33,8 @@ from test_distribute import _local_cluster, assert_float_weights_close
 from test_main import _results, _weights
 from test_slurm import _follow_until_done, _job_field
 
-pytestmark = pytest.mark.ci_provides('the three-node Slurm cluster')
+pytestmark = [pytest.mark.ci_provides('the three-node Slurm cluster'),
+              pytest.mark.usefixtures('one_slurm_test_at_a_time')]
 
 SHORT = (*FAST, 'Trainer.steps=20', 'Trainer.eval_every=20',
          'Trainer.checkpoint_every=20')
