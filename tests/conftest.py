@@ -184,14 +184,16 @@ TIER_HELP = {'unit': 'in-process and quick: the quick tier',
              'e2e': 'real runs of the CLI and tools',
              'system': 'the Slurm cluster or the container image'}
 TIER_NAMES = tuple(TIER_HELP)
-# The README runs the suite on two pytest-xdist workers (`-n 2 --dist
-# loadgroup`): a group runs on one worker, in order. Each file is its own
-# group, so the runs its tests share (module fixtures) are made once; the two
-# Slurm files are one group: they share one cluster and its fixed ports (two
-# jobs on one node would both take port 8888). Groups are handed out in
-# collection order (pytest_configure turns off xdist's reordering by test
-# count), so the longest (the Slurm ones, then the container) come first
-# rather than leave one worker alone on them at the end.
+# The README runs the suite on three pytest-xdist workers (`-n 3 --dist
+# loadgroup`; three on 2 cores, as tests spend much of their time waiting on
+# a process, a signal or Slurm). A group runs on one worker, in order. Each
+# file is its own group, so the runs its tests share (module fixtures) are
+# made once; the two Slurm files are one group: they share one cluster and
+# its fixed ports (two jobs on one node would both take port 8888). Groups
+# are handed out in collection order (pytest_configure turns off xdist's
+# reordering by test count), so the longest (the Slurm ones, then the
+# container) come first rather than leave one worker alone on them at the
+# end.
 XDIST_GROUPS = {'test_slurm.py': 'slurm', 'test_slurm_multinode.py': 'slurm'}
 LONGEST_GROUPS = ('slurm', 'test_container.py')
 
