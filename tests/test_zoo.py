@@ -54,14 +54,18 @@ def test_every_zoo_entry_is_a_small_run_dir_documented_in_the_readme():
       assert os.path.exists(os.path.join(path, name)), (entry, name)
     size = sum(os.path.getsize(os.path.join(d, f))
                for d, _, files in os.walk(path) for f in files)
-    assert size < 5e6, (entry, size)
+    # Two checkpoints (best, newest), each the weights, the optimizer's
+    # state and the weight average where the recipe keeps one: 15 MB for
+    # the two GRU layers of 256 (617k parameters), 2 MB for one of 128.
+    assert size < 16e6, (entry, size)
     assert f'zoo/{entry}' in readme, entry
 
 
 # Each entry and the shipped gin file that made it.
 SHIPPED = {'row_gru': 'gin/row.gin', 'pixel_gru': 'gin/pixel.gin',
            'permuted_gru': 'gin/permuted.gin',
-           'permuted_dilated_gru': 'gin/permuted_dilated.gin'}
+           'permuted_dilated_gru': 'gin/permuted_dilated.gin',
+           'row_stacked_gru': 'gin/row_stacked.gin'}
 
 
 def test_every_zoo_entry_is_checked_below():
