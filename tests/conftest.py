@@ -81,9 +81,9 @@ def gin_params(*params):
   return [f'--gin_param={p}' for p in params]
 
 
-def run_cli(*args, timeout=600):
+def run_cli(*args, timeout=600, env=None):
   """Runs `python -m seqmnist.main ARGS` in a subprocess; returns the result."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  env = dict(os.environ if env is None else env, TF_CPP_MIN_LOG_LEVEL='2')
   return subprocess.run([sys.executable, '-m', 'seqmnist.main', *args],
                         capture_output=True, text=True, timeout=timeout,
                         env=env, cwd=REPO, check=False)

@@ -90,13 +90,9 @@ def test_a_worker_whose_port_is_taken_fails_in_one_line(tmp_path, mnist_dir):
   with socket.socket() as taken:  # another job's worker, say
     taken.bind(('127.0.0.1', port))
     taken.listen()
-    result = subprocess.run(
-        [sys.executable, '-m', 'seqmnist.main', '--gin_file=row.gin',
-         f'--model_dir={model_dir}', f'--data_dir={mnist_dir}',
-         *gin_params(*SHORT)],
-        capture_output=True, text=True, cwd=REPO, timeout=300, check=False,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2',
-                 TF_CONFIG=json.dumps(tf_config)))
+    result = run_cli('--gin_file=row.gin', f'--model_dir={model_dir}',
+                     f'--data_dir={mnist_dir}', *gin_params(*SHORT),
+                     env=dict(os.environ, TF_CONFIG=json.dumps(tf_config)))
   _assert_clean_failure(result, f'worker 0 cannot listen on its address '
                         f'127.0.0.1:{port}: the port is taken')
   assert not model_dir.exists()
