@@ -187,16 +187,20 @@ TIER_HELP = {'unit': 'in-process and quick: the quick tier',
 TIER_NAMES = tuple(TIER_HELP)
 # The README runs the suite on three pytest-xdist workers (`-n 3 --dist
 # loadgroup`; three on 2 cores, as tests spend much of their time waiting on
-# a process, a signal or Slurm). A group runs on one worker, in order. Each
-# file is its own group, so the runs its tests share (module fixtures) are
-# made once; the two Slurm files are one group: they share one cluster and
-# its fixed ports (two jobs on one node would both take port 8888). Groups
-# are handed out in collection order (pytest_configure turns off xdist's
-# reordering by test count), so the longest (the Slurm ones, then the
-# container) come first rather than leave one worker alone on them at the
-# end.
-XDIST_GROUPS = {'test_slurm.py': 'slurm', 'test_slurm_multinode.py': 'slurm'}
-LONGEST_GROUPS = ('slurm', 'test_container.py')
+# a process, a signal or Slurm). A group runs on one worker, in order; a test
+# in no group is a unit of work of its own, for whichever worker is free.
+# Tests share a group only where they must share a worker: the two Slurm
+# files (one cluster and its fixed ports: two jobs on one node would both
+# take port 8888), the container file (one image), and, per file, the tests
+# that use one of its module-scoped fixtures (the runs they share, made once
+# per worker). Work is handed out in this order (pytest_configure turns off
+# xdist's reordering by test count): the system tier, then e2e (its groups,
+# then single tests), unit last, so that long items start early and the
+# short ones fill the end instead of one worker finishing a long file alone.
+FILE_GROUPS = {'test_slurm.py': 'slurm', 'test_slurm_multinode.py': 'slurm',
+               'test_container.py': 'container'}
+TIER_ORDER = ('system', 'e2e', 'unit')
+SHARED_SCOPES = ('module', 'class', 'package')  # session: once per worker
 
 
 def pytest_configure(config):
@@ -206,33 +210,43 @@ def pytest_configure(config):
   for name, what in TIER_HELP.items():
     config.addinivalue_line('markers', f'{name}: tier: {what}')
   if hasattr(config.option, 'loadscopereorder'):  # pytest-xdist
-    config.option.loadscopereorder = False  # LONGEST_GROUPS first
+    config.option.loadscopereorder = False  # our order: see FILE_GROUPS
+
+
+def _shares_a_fixture(item) -> bool:
+  """Whether the test uses a fixture made once for several tests of its
+  file (a module, class or package scope)."""
+  defs = item._fixtureinfo.name2fixturedefs  # pylint: disable=protected-access
+  return any(d[-1].scope in SHARED_SCOPES for d in defs.values())
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-  """Gives each test its file's tier unless it carries its own, and its
-  file's xdist group; the longest groups first."""
+  """Gives each test its file's tier unless it carries its own, and the
+  xdist group it needs (if any); orders the work (see FILE_GROUPS)."""
   del config
-  groups = {}
-  for item in items:
+  rank = {}
+  for index, item in enumerate(items):
     own = [m.name for m in item.own_markers if m.name in TIER_NAMES]
     if len(own) > 1:
       raise pytest.UsageError(f'{item.nodeid} has two tiers: {own}')
     if os.path.dirname(str(item.fspath)) != os.path.dirname(
         os.path.abspath(__file__)):
+      rank[item.nodeid] = (len(TIER_ORDER), 0, index)
       continue  # a test file made by a test (tests/test_repo.py)
     name = os.path.basename(str(item.fspath))
     if name not in TIERS:
       raise pytest.UsageError(f'{name} has no tier: add it to TIERS in '
                               'tests/conftest.py')
-    groups[item.nodeid] = XDIST_GROUPS.get(name, name)
-    item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    tier = own[0] if own else TIERS[name]
     if not own:
-      item.add_marker(TIERS[name])
-  rank = {group: i for i, group in enumerate(LONGEST_GROUPS)}
-  items.sort(key=lambda item: rank.get(groups.get(item.nodeid),
-                                       len(LONGEST_GROUPS)))
+      item.add_marker(tier)
+    group = FILE_GROUPS.get(name) or (name if _shares_a_fixture(item)
+                                      else None)
+    if group:
+      item.add_marker(pytest.mark.xdist_group(group))
+    rank[item.nodeid] = (TIER_ORDER.index(tier), 0 if group else 1, index)
+  items.sort(key=lambda item: rank[item.nodeid])
 
 
 @pytest.hookimpl(hookwrapper=True)
