@@ -34,7 +34,7 @@ def test_a_hidden_package_fails_to_import_inside_and_imports_after(
 
 
 @pytest.mark.e2e
-def test_tensorflow_starts_without_kerass_unused_extras():
+def test_tensorflow_starts_without_the_extras_keras_would_load():
   # A process of its own: this one may have imported them already.
   probe = ('import sys\n'
            'from seqmnist import cli\n'
