@@ -60,9 +60,10 @@ def _log_captured() -> None:
 # Packages Keras imports with itself, if installed, only for helpers no
 # command here calls (notebook display in keras.saving's file editor, image
 # galleries in keras.visualization), each behind `except ImportError`.
-# Hidden while Keras imports, they are not loaded: a command starts ~0.8 s
+# Hidden while Keras imports, they are not loaded: a command starts ~0.9 s
 # of CPU sooner (BUILD.md, "Tests"). Imported later, they load as usual
-# (seqmnist.tools.curves draws with matplotlib).
+# (seqmnist.tools.curves draws with matplotlib); Keras' own helpers that
+# need them stay without them in that process.
 KERAS_EXTRAS_NOT_USED = ('IPython', 'matplotlib')
 
 
