@@ -20,7 +20,9 @@ Pipelines take a `tf.distribute.InputContext` and know nothing else about the
 strategy. The training order is a pure function of (seed, step): batch k holds
 examples [k*B, (k+1)*B) of the concatenation of per-epoch stateless shuffles.
 A resumed run therefore sees exactly the batches an uninterrupted run would,
-and every replica count splits the same global batch.
+and every replica count splits the same global batch. The optional shifts of
+training images (`Data.max_shift`, augment.py) are drawn the same way, per
+(seed, epoch, example).
 """
 
 import dataclasses
@@ -33,6 +35,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from seqmnist import augment
 from seqmnist import datasets
 from seqmnist import idx
 from seqmnist import tfds_cache
@@ -89,6 +92,9 @@ class DataConfig:
       training mean and std, datasets.py; MNIST's where it has none) or
       'mnist' (MNIST's for every dataset: what runs made before 2026-12-05
       used, and still resume with). The same for MNIST itself.
+    max_shift: training images are moved by a random whole-pixel offset
+      (dy, dx), each in [-max_shift, max_shift], drawn per epoch and example
+      from the seed (augment.py); 0 = off. Not the classic protocol.
   """
   dataset: str = 'mnist'
   order: str = 'row'
@@ -100,6 +106,7 @@ class DataConfig:
   split_scheme: str = validators.added_later('content', before='file')
   # Runs made before it existed (2026-12-05) used MNIST's statistics.
   normalization: str = validators.added_later('dataset', before='mnist')
+  max_shift: int = validators.added_later(0, before=0)
 
   def __post_init__(self):
     datasets.get(self.dataset)  # a registered dataset
@@ -117,6 +124,9 @@ class DataConfig:
                             SPLIT_SCHEMES)
     validators.check_choice('Data.normalization', self.normalization,
                             NORMALIZATIONS)
+    # A shift of the image's size or more would leave nothing of it.
+    validators.check_int('Data.max_shift', self.max_shift, minimum=0,
+                         maximum=self.spec.image_size - 1)
 
   @property
   def spec(self) -> datasets.Dataset:
@@ -379,16 +389,21 @@ def train_dataset(split: Split, config: DataConfig, *, seed: int,
   seed = tf.constant(seed, tf.int64)
 
   def epoch_order(epoch):
+    order = tf.random.experimental.stateless_shuffle(
+        tf.range(n, dtype=tf.int64), seed=tf.stack([seed, epoch]))
+    if not config.max_shift:
+      return tf.data.Dataset.from_tensor_slices(order)
+    shifts = augment.epoch_shifts(n, config.max_shift, seed, epoch)
     return tf.data.Dataset.from_tensor_slices(
-        tf.random.experimental.stateless_shuffle(
-            tf.range(n, dtype=tf.int64), seed=tf.stack([seed, epoch])))
+        (order, tf.gather(shifts, order)))
 
   indices = (tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max)
              .flat_map(epoch_order)
              .skip(offset)
              .batch(batch, drop_remainder=True))
   indices = _per_replica_batches(indices, batch, ctx)
-  return _gather(indices, split, config).prefetch(tf.data.AUTOTUNE)
+  return _gather(indices, split, config,
+                 shifted=bool(config.max_shift)).prefetch(tf.data.AUTOTUNE)
 
 
 def eval_dataset(split: Split, config: DataConfig,
@@ -416,14 +431,23 @@ def eval_steps(split: Split, config: DataConfig) -> int:
   return -(-len(split) // config.eval_batch_size)
 
 
-def _gather(indices: tf.data.Dataset, split: Split,
-            config: DataConfig) -> tf.data.Dataset:
-  """Index batches (and any passthrough, e.g. weights) -> example batches."""
+def _gather(indices: tf.data.Dataset, split: Split, config: DataConfig,
+            shifted: bool = False) -> tf.data.Dataset:
+  """Index batches (and any passthrough, e.g. weights) -> example batches.
+
+  With `shifted`, each index batch comes with its examples' (dy, dx), and
+  the images are moved by them (augment.py) before becoming sequences.
+  """
   images = tf.constant(split.images)
   labels = tf.constant(split.labels)
 
   def gather(idx_batch, *passthrough):
-    return (to_sequences(tf.gather(images, idx_batch), config),
+    batch_images = tf.gather(images, idx_batch)
+    if shifted:
+      shifts, passthrough = passthrough[0], passthrough[1:]
+      batch_images = augment.translate(batch_images, shifts,
+                                       config.max_shift)
+    return (to_sequences(batch_images, config),
             tf.gather(labels, idx_batch)) + passthrough
 
   return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE,

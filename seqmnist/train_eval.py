@@ -268,7 +268,9 @@ class _Job:
         'replicas': experiment.strategy.num_replicas_in_sync,
         'data_source': experiment.splits.source,
         'weights_fingerprint': fingerprint,
-        # 'last' is the classic protocol of these tasks; any other readout
-        # is not, and results say so.
+        # The classic protocol of these tasks reads the last state of a
+        # model trained on the images as they are; results say when a run
+        # did otherwise.
         'readout': self.configs.model.readout,
+        'max_shift': self.configs.data.max_shift,
     }

@@ -167,6 +167,7 @@ TIERS = {
     'test_cli.py': 'unit',
     'test_clipping.py': 'unit', 'test_config.py': 'unit',
     'test_cluster.py': 'unit', 'test_data.py': 'unit',
+    'test_augment.py': 'unit',
     'test_models.py': 'unit', 'test_levers.py': 'unit',
     'test_fused.py': 'unit', 'test_rundir.py': 'unit',
     'test_kubernetes.py': 'unit', 'test_layout.py': 'unit',

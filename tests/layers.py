@@ -12,10 +12,11 @@ LAYERS = (
     # 1 formats and places: IDX files, the run directory, cluster discovery,
     #   the command line's shared parts,
     #   gate biases, gradient clipping, TFDS's download cache, gin text,
-    #   stateless dropout, the fused oneDNN recurrence, the cell registry and
-    #   the Keras recurrent layers it builds, the dataset registry
+    #   stateless dropout, image shifts, the fused oneDNN recurrence, the cell
+    #   registry and the Keras recurrent layers it builds, the dataset registry
     ('idx', 'rundir', 'cluster', 'gates', 'clipping', 'cli', 'tfds_cache',
-     'gin_values', 'dropout', 'fused', 'cells', 'rnn_layers', 'datasets'),
+     'gin_values', 'dropout', 'augment', 'fused', 'cells', 'rnn_layers',
+     'datasets'),
     # 2 the experiment's parts: data, model, optimizer, strategy, step
     #   functions, event writers, config drift, weight averaging
     ('data', 'models', 'optimizers', 'distribute', 'steps', 'summaries',

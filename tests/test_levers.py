@@ -29,12 +29,13 @@ from seqmnist import steps
 from seqmnist.errors import ConfigError
 
 # Every lever on at once (a dilated 2-layer stack, both dropouts, weight
-# decay, label smoothing, the weight average, the both-readout).
+# decay, label smoothing, the weight average, the both-readout, shifted
+# training images).
 LEVERS = ('Model.layers=2', 'Model.dilations=(1, 4)',
           'Model.input_dropout=0.1', 'Model.output_dropout=0.3',
           "Model.readout='last_mean'", 'Model.batch_norm=True',
           'Trainer.weight_decay=0.1', 'Trainer.label_smoothing=0.1',
-          'Trainer.ema_decay=0.99')
+          'Trainer.ema_decay=0.99', 'Data.max_shift=2')
 
 
 # Dropout ------------------------------------------------------------------
@@ -254,6 +255,9 @@ def lever_reference(tmp_path_factory, mnist_dir):
 def test_every_lever_resumes_exactly_after_sigterm(tmp_path, mnist_dir,
                                                    lever_reference):
   reference = lever_reference
+  # results.json says the run left the classic protocol, and how.
+  assert {k: _results(reference)[k] for k in ('readout', 'max_shift')} == {
+      'readout': 'last_mean', 'max_shift': 2}
   want = _checkpoint_weights(reference)
   assert any(k.startswith('average/') for k in want), sorted(want)
 
@@ -318,11 +322,17 @@ def test_the_report_labels_runs_outside_the_classic_protocol():
            'wall_seconds': 1.0, 'processes': 1,
            'results': {'test_accuracy': 0.9, 'best_val_accuracy': 0.9,
                        'train_examples_per_second': 100.0, **extra}}
-          for name, extra in (('old', {}), ('last', {'readout': 'last'}),
-                              ('mean', {'readout': 'mean'}))]
+          for name, extra in (
+              ('old', {}), ('last', {'readout': 'last', 'max_shift': 0}),
+              ('mean', {'readout': 'mean'}), ('shift', {'max_shift': 2}),
+              ('both', {'readout': 'last_mean', 'max_shift': 1}))]
   table = report.markdown(runs, []).splitlines()
-  rows = {line.split(' | ')[0][2:]: line for line in table
-          if line.startswith('| old') or line.startswith('| last') or
-          line.startswith('| mean')}
+  rows = {line.split(' | ')[0][2:]: line for line in table[2:]
+          if line.startswith('| ') and ' | finished | ' in line}
+  assert set(rows) == {'old', 'last', 'mean', 'shift', 'both'}
   assert 'not the classic protocol' not in rows['old'] + rows['last']
   assert '90.00% (mean readout: not the classic protocol)' in rows['mean']
+  assert ('90.00% (training images shifted by up to 2 pixels: not the '
+          'classic protocol)') in rows['shift']
+  assert ('90.00% (last_mean readout, training images shifted by up to 1 '
+          'pixel: not the classic protocol)') in rows['both']

@@ -206,17 +206,29 @@ def _wall(run: dict) -> str:
           f'{text} ({run["processes"]} processes)')
 
 
+def _protocol(results: dict) -> str:
+  """' (...: not the classic protocol)' for a run that trained or read out
+  differently from the classic protocol of these tasks (the last state read,
+  the images as they are), else ''."""
+  departures = []
+  if results.get('readout', 'last') != 'last':
+    departures.append(f'{results["readout"]} readout')
+  shift = results.get('max_shift')
+  if shift:
+    departures.append(f'training images shifted by up to {shift} '
+                      + ('pixel' if shift == 1 else 'pixels'))
+  return (f' ({", ".join(departures)}: not the classic protocol)'
+          if departures else '')
+
+
 def markdown(runs: List[dict], groups: List[dict]) -> str:
   lines = ['| run | status | test accuracy | best validation | steps | '
            'examples/s | wall time |', '|---|---|---|---|---|---|---|']
   for r in runs:
     res = r['results'] if r['status'] == 'finished' else {}
-    # A readout other than the last state is not the classic protocol.
-    protocol = ('' if res.get('readout', 'last') == 'last' else
-                f' ({res["readout"]} readout: not the classic protocol)')
     lines.append(
         f'| {r["run"]} | {r["status"]} | {_pct(res.get("test_accuracy"))}'
-        f'{protocol} | '
+        f'{_protocol(res)} | '
         f'{_pct(res.get("best_val_accuracy"))} | {r["step"] or 0} | '
         + (f'{res["train_examples_per_second"]:,.0f}'
            if res.get('train_examples_per_second') else '—') + ' | '
