@@ -125,8 +125,13 @@ class DataConfig:
     validators.check_choice('Data.normalization', self.normalization,
                             NORMALIZATIONS)
     # A shift of the image's size or more would leave nothing of it.
-    validators.check_int('Data.max_shift', self.max_shift, minimum=0,
-                         maximum=self.spec.image_size - 1)
+    size = self.spec.image_size
+    try:
+      validators.check_int('Data.max_shift', self.max_shift, minimum=0,
+                           maximum=size - 1)
+    except ConfigError as e:
+      raise ConfigError(f'{e} (one less than the {size}-pixel side of '
+                        f"{self.dataset}'s images)") from None
 
   @property
   def spec(self) -> datasets.Dataset:
@@ -368,7 +373,7 @@ def _per_replica_batches(global_batches: tf.data.Dataset, global_batch: int,
   per_replica = global_batch // ctx.num_replicas_in_sync
   start = ctx.input_pipeline_id * per_pipeline
 
-  def take_shard(*tensors):  # a batch, or a tuple of batches (with weights)
+  def take_shard(*tensors):  # a batch, or a tuple (with weights or shifts)
     shard = tuple(t[start:start + per_pipeline] for t in tensors)
     return shard if len(shard) > 1 else shard[0]
 

@@ -89,11 +89,13 @@ def test_shifted_batches_resume_and_shard_exactly(split):
   config = data.DataConfig(batch_size=8, max_shift=3)
   whole = _batches(data.train_dataset(split, config, seed=1, start_step=0),
                    80)  # past the epoch boundary at step 75
-  resumed = _batches(data.train_dataset(split, config, seed=1,
-                                        start_step=74), 6)
-  for a, b in zip(whole[74:], resumed):
-    np.testing.assert_array_equal(a[0], b[0])
-    np.testing.assert_array_equal(a[1], b[1])
+  # Resumed in epoch 0 (across the boundary) and in epoch 1.
+  for start in (74, 77):
+    resumed = _batches(data.train_dataset(split, config, seed=1,
+                                          start_step=start), 80 - start)
+    for a, b in zip(whole[start:], resumed):
+      np.testing.assert_array_equal(a[0], b[0])
+      np.testing.assert_array_equal(a[1], b[1])
   shards = []
   for pipeline in range(2):
     ctx = tf.distribute.InputContext(num_input_pipelines=2,
@@ -122,7 +124,8 @@ def test_shifts_change_the_training_images_only(split):
 
 
 @pytest.mark.parametrize('value, message', [
-    (-1, r'Data.max_shift=-1 must be an integer from 0 to 27'),
+    (-1, r'Data.max_shift=-1 must be an integer from 0 to 27 \(one less '
+     r'than the 28-pixel side of mnist\'s images\)'),
     (28, r'Data.max_shift=28 must be an integer from 0 to 27'),
     (1.5, r'Data.max_shift=1.5 must be an integer'),
 ])
