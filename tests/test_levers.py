@@ -336,3 +336,13 @@ def test_the_report_labels_runs_outside_the_classic_protocol():
           'classic protocol)') in rows['shift']
   assert ('90.00% (last_mean readout, training images shifted by up to 1 '
           'pixel: not the classic protocol)') in rows['both']
+  # A group of seeds says it too.
+  for r, seed in zip(runs[3:], (0, 1)):
+    r['bindings'] = {'Trainer.seed': seed}
+    r['results'].update(readout='last', max_shift=2, global_step=10)
+  group_rows = [line for line in report.markdown(
+      runs[3:], report.group(runs[3:])).splitlines()
+                if line.startswith('| all runs')]
+  assert len(group_rows) == 1
+  assert ('| 90.00 ± 0.00% (training images shifted by up to 2 pixels: not '
+          'the classic protocol) |') in group_rows[0]

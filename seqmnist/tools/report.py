@@ -191,6 +191,8 @@ def _statistics(g: dict) -> dict:
       'wall_seconds_mean': _mean_std(
           [r['wall_seconds'] for r in done if r['wall_seconds']])[0],
       'members': [r['run'] for r in g['runs']],
+      # Runs of a group differ only in the seed, so share their protocol.
+      'protocol': _protocol(done[0]['results']) if done else '',
   }
 
 
@@ -241,7 +243,7 @@ def markdown(runs: List[dict], groups: List[dict]) -> str:
     std = ('' if g['test_accuracy_std'] is None else
            f' ± {100 * g["test_accuracy_std"]:.2f}')
     mean = ('—' if g['test_accuracy_mean'] is None else
-            f'{100 * g["test_accuracy_mean"]:.2f}{std}%')
+            f'{100 * g["test_accuracy_mean"]:.2f}{std}%{g["protocol"]}')
     not_done = g['runs'] - g['n']
     lines.append(
         f'| {g["label"]} | {g["n"]}' + (f' (+{not_done} not finished)'
