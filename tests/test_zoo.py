@@ -182,6 +182,26 @@ def test_curves_draw_a_png_from_a_zoo_entry(tmp_path):
   assert 'directory_watcher' not in result.stderr  # no per-file log lines
 
 
+@pytest.mark.unit
+def test_curves_title_a_run_outside_the_classic_protocol(tmp_path):
+  from seqmnist.tools import curves  # pylint: disable=g-import-not-at-top
+  shifted = tmp_path / 'shifted'
+  shutil.copytree(os.path.join(ZOO, 'row_gru'), shifted)
+  config = shifted / 'operative_config.gin'
+  config.write_text(config.read_text() +
+                    "Data.max_shift = 2\nModel.readout = 'mean'\n")
+  data = curves.curves([os.path.join(ZOO, 'row_gru'), str(shifted)])
+  assert [r['departures'] for r in data] == [
+      [], ['mean readout', 'training images shifted by up to 2 pixels']]
+  assert curves.figure_title('row', data) == (
+      'row\nshifted: mean readout, training images shifted by up to 2 '
+      'pixels (not the classic protocol)')
+  assert curves.figure_title(None, data[:1]) is None
+  out = tmp_path / 'both.png'
+  curves.draw([os.path.join(ZOO, 'row_gru'), str(shifted)], str(out))
+  assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
 @pytest.mark.parametrize('anchor', ['LSTM', 'LSTM=101'])
 def test_curves_bad_anchor_is_one_line(anchor, tmp_path):
   result = _python('seqmnist.tools.curves', f'--model_dir={ZOO}/row_gru',

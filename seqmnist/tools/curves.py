@@ -11,7 +11,9 @@ tenths apart can be told apart; right: the training loss (the
 window means the run logged) against epoch, log scale. Epochs come from each
 run's operative config (Data.batch_size, and the training split: 60,000
 minus Data.validation_size). Reads the run's event files only, so it works
-on a released zoo/ entry. Needs matplotlib: pip install -e ".[plot]".
+on a released zoo/ entry. A run outside the classic protocol (another
+readout, shifted training images: its operative config says) gets a line of
+the title saying so. Needs matplotlib: pip install -e ".[plot]".
 """
 
 import os
@@ -53,22 +55,29 @@ def parse_anchor(text: str) -> Tuple[str, float]:
   return label.strip(), percent
 
 
-def examples_per_step(run: str) -> Tuple[int, int]:
-  """(global batch, training-split size) from the run's operative config."""
+def _bindings(run: str) -> dict:
   values = drift.saved_bindings(rundir_lib.RunDir(run))
   if values is None:
     raise UserError(f'--model_dir={run} has no operative_config.gin: not a '
                     'seqmnist run directory')
+  return values
+
+
+def examples_per_step(run: str) -> Tuple[int, int]:
+  """(global batch, training-split size) from the run's operative config."""
+  values = _bindings(run)
   batch = values.get('Data.batch_size', 128)
   train = MNIST_TRAIN_IMAGES - values.get('Data.validation_size', 5000)
   return batch, train
 
 
 def curves(runs: Sequence[str]) -> List[dict]:
-  """Per run: label, [(epoch, val accuracy %)], [(epoch, train loss)]."""
+  """Per run: label, [(epoch, val accuracy %)], [(epoch, train loss)], and
+  how it left the classic protocol ([] if it did not)."""
   out = []
   for run in runs:
     batch, train = examples_per_step(run)
+    values = _bindings(run)
     epoch = lambda step, b=batch, n=train: step * b / n
     val = [(epoch(s), 100 * v) for s, v in report.validation_curve(run)]
     loss = [(epoch(s), v) for s, v in
@@ -78,8 +87,20 @@ def curves(runs: Sequence[str]) -> List[dict]:
                       'yet (nothing to draw: rerun once the run has '
                       'validated)')
     out.append({'label': os.path.basename(os.path.normpath(run)),
-                'validation': val, 'loss': loss})
+                'validation': val, 'loss': loss,
+                'departures': report.departures(
+                    values.get('Model.readout', 'last'),
+                    values.get('Data.max_shift', 0))})
   return out
+
+
+def figure_title(title, data: Sequence[dict]):
+  """The title, then a line for each run outside the classic protocol, so
+  a figure beside published anchors says so; None if there is neither."""
+  lines = [title] if title else []
+  lines += [f'{r["label"]}: {", ".join(r["departures"])} (not the classic '
+            'protocol)' for r in data if r['departures']]
+  return '\n'.join(lines) or None
 
 
 def draw(runs: Sequence[str], path: str, anchors=(), title=None,
@@ -113,8 +134,9 @@ def draw(runs: Sequence[str], path: str, anchors=(), title=None,
   for ax in (left, right):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc='lower right' if ax is left else 'upper right')
+  title = figure_title(title, data)
   if title:
-    fig.suptitle(title)
+    fig.suptitle(title, fontsize=10)
   fig.tight_layout()
   folder = os.path.dirname(os.path.abspath(path))
   if not os.path.isdir(folder):

@@ -208,19 +208,24 @@ def _wall(run: dict) -> str:
           f'{text} ({run["processes"]} processes)')
 
 
+def departures(readout: str = 'last', max_shift: int = 0) -> List[str]:
+  """How a run left the classic protocol of these tasks (the head reads the
+  last state; training images as they are), one phrase each; [] if not."""
+  out = []
+  if readout != 'last':
+    out.append(f'{readout} readout')
+  if max_shift:
+    out.append(f'training images shifted by up to {max_shift} '
+               + ('pixel' if max_shift == 1 else 'pixels'))
+  return out
+
+
 def _protocol(results: dict) -> str:
-  """' (...: not the classic protocol)' for a run that trained or read out
-  differently from the classic protocol of these tasks (the last state read,
-  the images as they are), else ''."""
-  departures = []
-  if results.get('readout', 'last') != 'last':
-    departures.append(f'{results["readout"]} readout')
-  shift = results.get('max_shift')
-  if shift:
-    departures.append(f'training images shifted by up to {shift} '
-                      + ('pixel' if shift == 1 else 'pixels'))
-  return (f' ({", ".join(departures)}: not the classic protocol)'
-          if departures else '')
+  """' (...: not the classic protocol)' for a finished run outside it (its
+  results.json says), else ''."""
+  found = departures(results.get('readout', 'last'),
+                     results.get('max_shift') or 0)
+  return f' ({", ".join(found)}: not the classic protocol)' if found else ''
 
 
 def markdown(runs: List[dict], groups: List[dict]) -> str:
