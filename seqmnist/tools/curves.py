@@ -56,6 +56,7 @@ def parse_anchor(text: str) -> Tuple[str, float]:
 
 
 def _bindings(run: str) -> dict:
+  """The run's saved operative config, as resolved bindings."""
   values = drift.saved_bindings(rundir_lib.RunDir(run))
   if values is None:
     raise UserError(f'--model_dir={run} has no operative_config.gin: not a '
@@ -63,9 +64,8 @@ def _bindings(run: str) -> dict:
   return values
 
 
-def examples_per_step(run: str) -> Tuple[int, int]:
-  """(global batch, training-split size) from the run's operative config."""
-  values = _bindings(run)
+def examples_per_step(values: dict) -> Tuple[int, int]:
+  """(global batch, training-split size) from a run's bindings."""
   batch = values.get('Data.batch_size', 128)
   train = MNIST_TRAIN_IMAGES - values.get('Data.validation_size', 5000)
   return batch, train
@@ -76,8 +76,8 @@ def curves(runs: Sequence[str]) -> List[dict]:
   how it left the classic protocol ([] if it did not)."""
   out = []
   for run in runs:
-    batch, train = examples_per_step(run)
     values = _bindings(run)
+    batch, train = examples_per_step(values)
     epoch = lambda step, b=batch, n=train: step * b / n
     val = [(epoch(s), 100 * v) for s, v in report.validation_curve(run)]
     loss = [(epoch(s), v) for s, v in
