@@ -126,12 +126,10 @@ class DataConfig:
                             NORMALIZATIONS)
     # A shift of the image's size or more would leave nothing of it.
     size = self.spec.image_size
-    try:
-      validators.check_int('Data.max_shift', self.max_shift, minimum=0,
-                           maximum=size - 1)
-    except ConfigError as e:
-      raise ConfigError(f'{e} (one less than the {size}-pixel side of '
-                        f"{self.dataset}'s images)") from None
+    validators.check_int('Data.max_shift', self.max_shift, minimum=0,
+                         maximum=size - 1,
+                         why=f' (one less than the {size}-pixel side of '
+                         f"{self.dataset}'s images)")
 
   @property
   def spec(self) -> datasets.Dataset:
