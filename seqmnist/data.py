@@ -128,8 +128,8 @@ class DataConfig:
     size = self.spec.image_size
     validators.check_int('Data.max_shift', self.max_shift, minimum=0,
                          maximum=size - 1,
-                         why=f' (one less than the {size}-pixel side of '
-                         f"{self.dataset}'s images)")
+                         why=f'one less than the {size}-pixel side of '
+                         f"{self.dataset}'s images")
 
   @property
   def spec(self) -> datasets.Dataset:

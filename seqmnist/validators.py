@@ -36,13 +36,14 @@ def earlier_values(config_class, scope: str) -> Dict[str, Any]:
 
 def check_int(name: str, value, minimum: int,
               maximum: Optional[int] = None, *, why: str = '') -> None:
-  """An int (not a bool) in [minimum, maximum]; `why` is appended to the
-  message."""
+  """An int (not a bool) in [minimum, maximum]; `why`, if given, is
+  appended to the message in parentheses (as check_number does)."""
   if (isinstance(value, bool) or not isinstance(value, int) or
       value < minimum or (maximum is not None and value > maximum)):
     bounds = (f'>= {minimum}' if maximum is None
               else f'from {minimum} to {maximum:,}')
-    raise ConfigError(f'{name}={value!r} must be an integer {bounds}{why}')
+    raise ConfigError(f'{name}={value!r} must be an integer {bounds}'
+                      + (f' ({why})' if why else ''))
 
 
 def check_number(name: str, value, minimum: float = float('-inf'),
