@@ -8,7 +8,7 @@ The repository's gin/ folder ships inside the package as seqmnist/gin/, so
 fused_rnn.cc), compiled with the installed TensorFlow's flags against the
 oneDNN of onednn-devel-cpu-gomp. If it cannot be built (no compiler, say),
 the install goes on without it, saying why, and seqmnist uses Keras' layers
-(seqmnist/fused.py).
+(seqmnist/model/fused.py).
 """
 import glob
 import os
@@ -56,7 +56,8 @@ def _onednn_dir(kind, marker):
 
 setuptools.setup(
     package_dir={'seqmnist': 'seqmnist', 'seqmnist.gin': 'gin'},
-    packages=['seqmnist', 'seqmnist.tools', 'seqmnist.serving', 'seqmnist.gin'],
+    packages=[*setuptools.find_packages(include=['seqmnist', 'seqmnist.*']),
+              'seqmnist.gin'],
     package_data={'seqmnist.gin': ['*.gin', '*/*.gin']},
     ext_modules=[setuptools.Extension('seqmnist._fused_rnn',
                                       ['seqmnist/native/fused_rnn.cc'])],

@@ -1,10 +1,10 @@
 """What limits the pixel step on this CPU: time per time step and ops per step."""
 import time
 import tensorflow as tf
-from seqmnist import models
+from seqmnist.model import network
 from seqmnist.tools import bench
 B, T = 128, 784
-model = models.build(models.ModelConfig(cell='gru', units=128), (T, 1), 10, seed=0)
+model = network.build(network.ModelConfig(cell='gru', units=128), (T, 1), 10, seed=0)
 x = tf.random.normal([B, T, 1]); y = tf.zeros([B], tf.int32)
 fwd = tf.function(lambda x: model(x, training=False))
 @tf.function

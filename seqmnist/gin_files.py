@@ -16,14 +16,14 @@ import gin
 from gin import config_parser
 
 # Importing these registers every configurable a gin file may name.
-from seqmnist import dashboard  # pylint: disable=unused-import
-from seqmnist import data  # pylint: disable=unused-import
-from seqmnist import distribute  # pylint: disable=unused-import
-from seqmnist import gin_values
-from seqmnist import models  # pylint: disable=unused-import
-from seqmnist import optimizers  # pylint: disable=unused-import
-from seqmnist import trainer  # pylint: disable=unused-import
+from seqmnist.cluster import distribute  # pylint: disable=unused-import
+from seqmnist.config import gin_text
+from seqmnist.data import pipeline  # pylint: disable=unused-import
 from seqmnist.errors import ConfigError, first_line
+from seqmnist.loop import dashboard  # pylint: disable=unused-import
+from seqmnist.loop import trainer  # pylint: disable=unused-import
+from seqmnist.model import network  # pylint: disable=unused-import
+from seqmnist.optim import optimizers  # pylint: disable=unused-import
 
 
 def gin_dir() -> str:
@@ -80,7 +80,7 @@ def _imports(text: str, where: str, seen: set) -> List[str]:
   and the files it includes (resolved as gin resolves them)."""
   found = []
   try:
-    statements = list(gin_values.statements(text))
+    statements = list(gin_text.statements(text))
   except (SyntaxError, tokenize.TokenError):
     return found  # gin's own parse reports it, with its location
   for statement in statements:

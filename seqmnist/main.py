@@ -15,8 +15,8 @@ cli.import_tensorflow_quietly()  # before the modules below import it
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from seqmnist import gin_files
-from seqmnist import train_eval
 from seqmnist.errors import UserError, exit_on_error
+from seqmnist.loop import job
 
 _GIN_FILE = flags.DEFINE_multi_string(
     'gin_file', [], 'Gin config file(s): a path, or a name shipped in the '
@@ -40,8 +40,8 @@ def _train():
     raise UserError('--gin_file is required, e.g. --gin_file=row.gin')
   gin_files.parse(_GIN_FILE.value, _GIN_PARAM.value,
                allow_imports=_ALLOW_GIN_IMPORTS.value,
-               run_defaults=train_eval.resume_bindings(_MODEL_DIR.value))
-  return train_eval.train_and_evaluate(_MODEL_DIR.value, _DATA_DIR.value,
+               run_defaults=job.resume_bindings(_MODEL_DIR.value))
+  return job.train_and_evaluate(_MODEL_DIR.value, _DATA_DIR.value,
                                        _GIN_PARAM.value)
 
 

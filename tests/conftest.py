@@ -171,6 +171,13 @@ TIERS = {
     'test_models.py': 'unit', 'test_levers.py': 'unit',
     'test_fused.py': 'unit', 'test_rundir.py': 'unit',
     'test_kubernetes.py': 'unit', 'test_layout.py': 'unit',
+    # One file per module of seqmnist/loop/actions/.
+    'actions/test_validate.py': 'unit',
+    'actions/test_save_checkpoint.py': 'unit',
+    'actions/test_show_progress.py': 'unit',
+    'actions/test_write_train_summaries.py': 'unit',
+    'actions/test_write_gradient_histograms.py': 'unit',
+    'actions/test_stop_on_signal.py': 'unit',
     'test_bench.py': 'e2e',
     'test_dashboard.py': 'e2e', 'test_distribute.py': 'e2e',
     'test_export.py': 'e2e', 'test_extending.py': 'e2e',
@@ -231,11 +238,11 @@ def pytest_collection_modifyitems(config, items):
     own = [m.name for m in item.own_markers if m.name in TIER_NAMES]
     if len(own) > 1:
       raise pytest.UsageError(f'{item.nodeid} has two tiers: {own}')
-    if os.path.dirname(str(item.fspath)) != os.path.dirname(
-        os.path.abspath(__file__)):
+    name = os.path.relpath(str(item.fspath), os.path.dirname(
+        os.path.abspath(__file__)))
+    if name.startswith('..'):
       rank[item.nodeid] = (len(TIER_ORDER), 0, index)
       continue  # a test file made by a test (tests/test_repo.py)
-    name = os.path.basename(str(item.fspath))
     if name not in TIERS:
       raise pytest.UsageError(f'{name} has no tier: add it to TIERS in '
                               'tests/conftest.py')

@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from seqmnist import augment
-from seqmnist import data
+from seqmnist.data import augment
+from seqmnist.data import pipeline
 from seqmnist.errors import ConfigError
 
 
 @pytest.fixture(scope='module')
 def split(mnist_dir):
-  train = data.load(data.DataConfig(), mnist_dir).train
-  return data.Split(train.images[:600], train.labels[:600])
+  train = pipeline.load(pipeline.DataConfig(), mnist_dir).train
+  return pipeline.Split(train.images[:600], train.labels[:600])
 
 
 def _shift_by_hand(image, dy, dx):
@@ -66,8 +66,8 @@ def test_training_batches_hold_each_example_shifted_by_its_draw(split):
   """Step k's batch is rows [kB, (k+1)B) of the epoch's shuffle, each
   image moved by the epoch's draw for it: 600 images at batch 200, so
   steps 0-2 are epoch 0 and 3-4 epoch 1."""
-  config = data.DataConfig(batch_size=200, max_shift=2)
-  got = _batches(data.train_dataset(split, config, seed=3, start_step=0), 5)
+  config = pipeline.DataConfig(batch_size=200, max_shift=2)
+  got = _batches(pipeline.train_dataset(split, config, seed=3, start_step=0), 5)
   n = len(split)
   for step, (sequences, labels) in enumerate(got):
     epoch, first = divmod(step * 200, n)
@@ -80,28 +80,28 @@ def test_training_batches_hold_each_example_shifted_by_its_draw(split):
                      for r, (dy, dx) in zip(rows, shifts)])
     np.testing.assert_array_equal(labels, split.labels[rows])
     np.testing.assert_array_equal(
-        sequences, data.to_sequences(tf.constant(want), config).numpy())
+        sequences, pipeline.to_sequences(tf.constant(want), config).numpy())
     # 24 of the 25 offsets move the image.
     assert (shifts != 0).any(axis=1).mean() > 0.85
 
 
 def test_shifted_batches_resume_and_shard_exactly(split):
-  config = data.DataConfig(batch_size=8, max_shift=3)
-  whole = _batches(data.train_dataset(split, config, seed=1, start_step=0),
+  config = pipeline.DataConfig(batch_size=8, max_shift=3)
+  whole = _batches(pipeline.train_dataset(split, config, seed=1, start_step=0),
                    80)  # past the epoch boundary at step 75
   # Resumed in epoch 0 (across the boundary) and in epoch 1.
   for start in (74, 77):
-    resumed = _batches(data.train_dataset(split, config, seed=1,
+    resumed = _batches(pipeline.train_dataset(split, config, seed=1,
                                           start_step=start), 80 - start)
     for a, b in zip(whole[start:], resumed):
       np.testing.assert_array_equal(a[0], b[0])
       np.testing.assert_array_equal(a[1], b[1])
   shards = []
-  for pipeline in range(2):
+  for pipeline_id in range(2):
     ctx = tf.distribute.InputContext(num_input_pipelines=2,
-                                     input_pipeline_id=pipeline,
+                                     input_pipeline_id=pipeline_id,
                                      num_replicas_in_sync=4)
-    shards.append(_batches(data.train_dataset(
+    shards.append(_batches(pipeline.train_dataset(
         split, config, seed=1, start_step=0, input_context=ctx), 6))
   for step in range(3):
     parts = [shards[p][2 * step + r][0] for p in range(2) for r in range(2)]
@@ -109,17 +109,17 @@ def test_shifted_batches_resume_and_shard_exactly(split):
 
 
 def test_shifts_change_the_training_images_only(split):
-  plain = data.DataConfig(batch_size=50)
-  shifted = data.DataConfig(batch_size=50, max_shift=2)
-  a = _batches(data.train_dataset(split, plain, seed=0, start_step=0), 1)
-  b = _batches(data.train_dataset(split, shifted, seed=0, start_step=0), 1)
+  plain = pipeline.DataConfig(batch_size=50)
+  shifted = pipeline.DataConfig(batch_size=50, max_shift=2)
+  a = _batches(pipeline.train_dataset(split, plain, seed=0, start_step=0), 1)
+  b = _batches(pipeline.train_dataset(split, shifted, seed=0, start_step=0), 1)
   np.testing.assert_array_equal(a[0][1], b[0][1])  # the same order
   assert not np.array_equal(a[0][0], b[0][0])      # other images
   for config in (plain, shifted):
-    evals = _batches(data.eval_dataset(split, data.DataConfig(
+    evals = _batches(pipeline.eval_dataset(split, pipeline.DataConfig(
         eval_batch_size=600, max_shift=config.max_shift)), 1)
     np.testing.assert_array_equal(
-        evals[0][0], data.to_sequences(tf.constant(split.images),
+        evals[0][0], pipeline.to_sequences(tf.constant(split.images),
                                        plain).numpy())
 
 
@@ -131,4 +131,4 @@ def test_shifts_change_the_training_images_only(split):
 ])
 def test_bad_max_shift(value, message):
   with pytest.raises(ConfigError, match=message):
-    data.DataConfig(max_shift=value)
+    pipeline.DataConfig(max_shift=value)

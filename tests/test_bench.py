@@ -12,9 +12,9 @@ import sys
 import pytest
 
 from conftest import REPO
+from seqmnist.model import fused
 from seqmnist.tools import bench
 from seqmnist.tools import bench_measurements
-from seqmnist import fused
 
 
 def test_smoke_run_produces_the_table_and_json(tmp_path, mnist_dir):

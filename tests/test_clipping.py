@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from seqmnist import clipping
+from seqmnist.optim import clipping
 
 
 class _Var:
@@ -60,8 +60,8 @@ def test_clip_norm_zero_is_off():
 
 
 def test_exclusion_matches_real_model_paths():
-  from seqmnist import models  # pylint: disable=g-import-not-at-top
-  model = models.build(models.ModelConfig(units=8, batch_norm=True), (28, 28),
+  from seqmnist.model import network  # pylint: disable=g-import-not-at-top
+  model = network.build(network.ModelConfig(units=8, batch_norm=True), (28, 28),
                        10, seed=0)
   excluded = [v.path for v in model.trainable_variables
               if clipping.excluded(v.path, HEAD)]

@@ -6,24 +6,24 @@ import subprocess
 
 import pytest
 
-from seqmnist import cluster
+from seqmnist.cluster import discover
 from seqmnist.errors import ConfigError
 
 
 def test_nothing_described_means_no_cluster():
-  assert cluster.discover({}) == (None, 'no cluster is described')
+  assert discover.discover({}) == (None, 'no cluster is described')
 
 
 def test_tf_config_is_used_as_is():
   tf_config = {'cluster': {'worker': ['a:1', 'b:2']},
                'task': {'type': 'worker', 'index': 1}}
-  found, why = cluster.discover({'TF_CONFIG': json.dumps(tf_config)})
+  found, why = discover.discover({'TF_CONFIG': json.dumps(tf_config)})
   assert found == tf_config and why == 'TF_CONFIG is set'
 
 
 def test_bad_tf_config():
   with pytest.raises(ConfigError, match='TF_CONFIG is not valid JSON'):
-    cluster.discover({'TF_CONFIG': '{cluster'})
+    discover.discover({'TF_CONFIG': '{cluster'})
 
 
 def _slurm(procid, nodelist, tasks_per_node, num_tasks, **extra):
@@ -34,7 +34,7 @@ def _slurm(procid, nodelist, tasks_per_node, num_tasks, **extra):
 
 def test_slurm_keeps_slurms_node_order_not_string_order():
   # TF's SlurmClusterResolver sorts hosts as strings (node10 < node9).
-  found, why = cluster.discover(_slurm(3, 'node[9-10]', '2(x2)', 4))
+  found, why = discover.discover(_slurm(3, 'node[9-10]', '2(x2)', 4))
   assert found['cluster']['worker'] == [
       'node9:8888', 'node9:8889', 'node10:8888', 'node10:8889']
   assert found['task'] == {'type': 'worker', 'index': 3}
@@ -42,25 +42,25 @@ def test_slurm_keeps_slurms_node_order_not_string_order():
 
 
 def test_slurm_uneven_tasks_and_port():
-  found, _ = cluster.discover(_slurm(0, 'gpu[01-02],cpu7', '2,1(x2)', 4,
+  found, _ = discover.discover(_slurm(0, 'gpu[01-02],cpu7', '2,1(x2)', 4,
                                      SEQMNIST_PORT='9000'))
   assert found['cluster']['worker'] == [
       'gpu01:9000', 'gpu01:9001', 'gpu02:9000', 'cpu7:9000']
 
 
 def test_slurm_single_task_is_not_a_cluster():
-  assert cluster.discover(_slurm(0, 'vm', '1', 1))[0] is None
+  assert discover.discover(_slurm(0, 'vm', '1', 1))[0] is None
 
 
 def test_slurm_inconsistent_variables():
   with pytest.raises(ConfigError, match='Slurm step variables disagree'):
-    cluster.discover(_slurm(0, 'node[1-2]', '2', 2))
+    discover.discover(_slurm(0, 'node[1-2]', '2', 2))
 
 
 def test_kubernetes_indexed_job():
   env = dict(JOB_COMPLETION_INDEX='1', SEQMNIST_WORKERS='3',
              SEQMNIST_JOB='seqmnist', SEQMNIST_SERVICE='seqmnist-workers')
-  found, why = cluster.discover(env)
+  found, why = discover.discover(env)
   assert found['cluster']['worker'] == [
       f'seqmnist-{i}.seqmnist-workers:8888' for i in range(3)]
   assert found['task'] == {'type': 'worker', 'index': 1}
@@ -77,7 +77,7 @@ def test_kubernetes_indexed_job():
 ])
 def test_kubernetes_errors(env, message):
   with pytest.raises(ConfigError, match=message):
-    cluster.discover(env)
+    discover.discover(env)
 
 
 @pytest.mark.parametrize('hostlist', [
@@ -96,15 +96,15 @@ def test_hostlist_matches_slurms_own_expansion(hostlist):
                                 'rack2-node01', 'rack2-node02'],
       'c1,c2,c[3-4]': ['c1', 'c2', 'c3', 'c4'],
   }[hostlist]
-  assert cluster.expand_hostlist(hostlist) == by_hand
+  assert discover.expand_hostlist(hostlist) == by_hand
   if shutil.which('scontrol'):
     slurm = subprocess.run(['scontrol', 'show', 'hostnames', hostlist],
                            capture_output=True, text=True, timeout=30,
                            check=True).stdout.split()
-    assert cluster.expand_hostlist(hostlist) == slurm
+    assert discover.expand_hostlist(hostlist) == slurm
 
 
 def test_a_bad_hostlist_is_one_clear_error():
   with pytest.raises(ConfigError, match=r"Slurm host list 'node\[1-2' has "
                      'unbalanced brackets'):
-    cluster.expand_hostlist('node[1-2')
+    discover.expand_hostlist('node[1-2')

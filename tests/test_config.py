@@ -6,11 +6,11 @@ import gin
 import pytest
 
 from seqmnist import gin_files
-from seqmnist import data
-from seqmnist import distribute
-from seqmnist import models
-from seqmnist import trainer
+from seqmnist.cluster import distribute
+from seqmnist.data import pipeline
 from seqmnist.errors import ConfigError
+from seqmnist.loop import trainer
+from seqmnist.model import network
 
 SHIPPED = sorted(f for f in os.listdir(gin_files.gin_dir())
                  if f.endswith('.gin') and f != 'base.gin')
@@ -25,7 +25,7 @@ def _clear_gin():
 
 
 def _build_all():
-  return (data.DataConfig(), models.ModelConfig(), trainer.TrainerConfig(),
+  return (pipeline.DataConfig(), network.ModelConfig(), trainer.TrainerConfig(),
           distribute.DistributeConfig())
 
 
@@ -37,7 +37,7 @@ def test_row_pixel_permuted_are_shipped():
 def test_each_shipped_gin_file_parses_and_builds(name):
   gin_files.parse([name], [])
   data_config, model_config, trainer_config, _ = _build_all()
-  assert data_config.order in data.ORDERS
+  assert data_config.order in pipeline.ORDERS
   assert model_config.units >= 1
   assert trainer_config.steps >= 1
 
@@ -50,10 +50,10 @@ def test_every_recurrent_layer_a_shipped_recipe_builds_is_cudnn_eligible(
   gin_files.parse([name], ["Model.implementation = 'keras'"])
   data_config, model_config, _, _ = _build_all()
   assert model_config.cell in ('gru', 'lstm'), name
-  model = models.build(model_config, data_config.sequence_shape, 10, seed=0)
-  layers = models.recurrent_layers(model)
+  model = network.build(model_config, data_config.sequence_shape, 10, seed=0)
+  layers = network.recurrent_layers(model)
   assert len(layers) == model_config.layers
-  assert all(models.cudnn_eligible(layer) for layer in layers), name
+  assert all(network.cudnn_eligible(layer) for layer in layers), name
 
 
 @pytest.mark.parametrize('name, expected', [
@@ -85,7 +85,7 @@ def test_orders_of_the_task_files():
   for name, order in (('row.gin', 'row'), ('pixel.gin', 'pixel'),
                       ('permuted.gin', 'permuted')):
     gin_files.parse([name], [])
-    assert data.DataConfig().order == order
+    assert pipeline.DataConfig().order == order
 
 
 def test_gin_param_reaches_its_object():

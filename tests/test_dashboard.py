@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import FAST, REPO, free_ports, gin_params, run_cli
-from seqmnist import dashboard
+from seqmnist.loop import dashboard
 from test_main import _results, _tags
 
 

@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from seqmnist import data
-from seqmnist import datasets
-from seqmnist import idx
+from seqmnist.data import datasets
+from seqmnist.data import idx
+from seqmnist.data import pipeline
 from seqmnist.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope='module')
 def splits(mnist_dir):
-  return data.load(data.DataConfig(), mnist_dir)
+  return pipeline.load(pipeline.DataConfig(), mnist_dir)
 
 
 def test_split_sizes_and_content(splits):
@@ -38,7 +38,7 @@ def test_split_sizes_and_content(splits):
 
 
 def test_split_is_fixed_and_disjoint(splits, mnist_dir):
-  again = data.load(data.DataConfig(batch_size=64), mnist_dir)
+  again = pipeline.load(pipeline.DataConfig(batch_size=64), mnist_dir)
   np.testing.assert_array_equal(again.validation.images,
                                 splits.validation.images)
   train = {img.tobytes() for img in splits.train.images[:3000]}
@@ -49,9 +49,9 @@ def test_split_is_fixed_and_disjoint(splits, mnist_dir):
 def test_row_and_pixel_orders(splits):
   images = splits.train.images[:4]
   expected = (images.astype(np.float32) / 255 - 0.1307) / 0.3081
-  row = data.to_sequences(tf.constant(images), data.DataConfig(order='row'))
-  pixel = data.to_sequences(tf.constant(images),
-                            data.DataConfig(order='pixel'))
+  row = pipeline.to_sequences(tf.constant(images), pipeline.DataConfig(order='row'))
+  pixel = pipeline.to_sequences(tf.constant(images),
+                            pipeline.DataConfig(order='pixel'))
   assert row.shape == (4, 28, 28)
   assert pixel.shape == (4, 784, 1)
   np.testing.assert_allclose(row.numpy(), expected, rtol=1e-6, atol=1e-6)
@@ -61,24 +61,24 @@ def test_row_and_pixel_orders(splits):
 
 
 def test_normalisation_gives_zero_mean_unit_std(splits):
-  x = data.to_sequences(tf.constant(splits.train.images[:20000]),
-                        data.DataConfig(order='pixel')).numpy()
+  x = pipeline.to_sequences(tf.constant(splits.train.images[:20000]),
+                        pipeline.DataConfig(order='pixel')).numpy()
   assert abs(x.mean()) < 0.01
   assert abs(x.std() - 1) < 0.01
 
 
 def test_permutation_is_the_articles_seed_100_and_stable(splits):
-  config = data.DataConfig(order='permuted')
+  config = pipeline.DataConfig(order='permuted')
   np.random.seed(100)  # the source article's own code
   article = np.random.permutation(784)
-  np.testing.assert_array_equal(data.permutation(config), article)
+  np.testing.assert_array_equal(pipeline.permutation(config), article)
   images = tf.constant(splits.test.images[:3])
-  permuted = data.to_sequences(images, config).numpy()
-  pixel = data.to_sequences(images, data.DataConfig(order='pixel')).numpy()
+  permuted = pipeline.to_sequences(images, config).numpy()
+  pixel = pipeline.to_sequences(images, pipeline.DataConfig(order='pixel')).numpy()
   np.testing.assert_array_equal(permuted, pixel[:, article])
   np.testing.assert_array_equal(permuted,
-                                data.to_sequences(images, config).numpy())
-  other = data.permutation(data.DataConfig(order='permuted',
+                                pipeline.to_sequences(images, config).numpy())
+  other = pipeline.permutation(pipeline.DataConfig(order='permuted',
                                            permutation_seed=101))
   assert not np.array_equal(other, article)
 
@@ -88,19 +88,19 @@ def _batches(dataset, n):
 
 
 def test_train_order_is_a_function_of_seed_and_step(splits):
-  config = data.DataConfig(batch_size=256)
-  split = data.Split(splits.train.images[:1000], splits.train.labels[:1000])
-  from_zero = _batches(data.train_dataset(split, config, seed=3,
+  config = pipeline.DataConfig(batch_size=256)
+  split = pipeline.Split(splits.train.images[:1000], splits.train.labels[:1000])
+  from_zero = _batches(pipeline.train_dataset(split, config, seed=3,
                                           start_step=0), 10)
   assert from_zero[0][0].shape == (256, 28, 28)
   # Resuming at step 6 (past an epoch boundary: 1000 / 256 < 4) sees exactly
   # the batches an uninterrupted run sees at steps 6..9.
-  resumed = _batches(data.train_dataset(split, config, seed=3,
+  resumed = _batches(pipeline.train_dataset(split, config, seed=3,
                                         start_step=6), 4)
   for a, b in zip(from_zero[6:], resumed):
     np.testing.assert_array_equal(a[1], b[1])
     np.testing.assert_array_equal(a[0], b[0])
-  other_seed = _batches(data.train_dataset(split, config, seed=4,
+  other_seed = _batches(pipeline.train_dataset(split, config, seed=4,
                                            start_step=0), 1)
   assert not np.array_equal(other_seed[0][1], from_zero[0][1])
   # Every example once per epoch: the first 3 full batches have no repeats.
@@ -109,17 +109,17 @@ def test_train_order_is_a_function_of_seed_and_step(splits):
 
 
 def test_input_pipelines_split_the_same_global_batch(splits):
-  config = data.DataConfig(batch_size=8)
-  split = data.Split(splits.train.images[:100], splits.train.labels[:100])
-  whole = _batches(data.train_dataset(split, config, seed=1, start_step=0),
+  config = pipeline.DataConfig(batch_size=8)
+  split = pipeline.Split(splits.train.images[:100], splits.train.labels[:100])
+  whole = _batches(pipeline.train_dataset(split, config, seed=1, start_step=0),
                    3)
   shards = []
-  for pipeline in range(2):
+  for pipeline_id in range(2):
     ctx = tf.distribute.InputContext(num_input_pipelines=2,
-                                     input_pipeline_id=pipeline,
+                                     input_pipeline_id=pipeline_id,
                                      num_replicas_in_sync=4)
     # 2 local replicas per pipeline: consecutive per-replica batches of 2.
-    shards.append(_batches(data.train_dataset(split, config, seed=1,
+    shards.append(_batches(pipeline.train_dataset(split, config, seed=1,
                                               start_step=0,
                                               input_context=ctx), 6))
   for step in range(3):
@@ -131,15 +131,15 @@ def test_input_pipelines_split_the_same_global_batch(splits):
 def test_batch_that_does_not_divide_over_replicas_is_an_error(splits):
   ctx = tf.distribute.InputContext(num_replicas_in_sync=3)
   with pytest.raises(ConfigError, match='global batch 8 does not divide'):
-    data.train_dataset(splits.validation, data.DataConfig(batch_size=8),
+    pipeline.train_dataset(splits.validation, pipeline.DataConfig(batch_size=8),
                        seed=0, start_step=0, input_context=ctx)
 
 
 def test_eval_pass_covers_every_example_once(splits):
-  config = data.DataConfig(eval_batch_size=300)
-  split = data.Split(splits.test.images[:1000], splits.test.labels[:1000])
-  batches = _batches(data.eval_dataset(split, config), 100)
-  assert len(batches) == data.eval_steps(split, config) == 4
+  config = pipeline.DataConfig(eval_batch_size=300)
+  split = pipeline.Split(splits.test.images[:1000], splits.test.labels[:1000])
+  batches = _batches(pipeline.eval_dataset(split, config), 100)
+  assert len(batches) == pipeline.eval_steps(split, config) == 4
   weights = np.concatenate([b[2] for b in batches])
   labels = np.concatenate([b[1] for b in batches])
   assert weights.sum() == 1000
@@ -163,7 +163,7 @@ def test_checksum_mismatch_names_the_file(mnist_copy):
   _rewrite(path, lambda c: c[:8] + bytes([(c[8] + 1) % 10]) + c[9:])
   with pytest.raises(DataError, match='train-labels-idx1-ubyte.gz fails its '
                      'checksum'):
-    data.load(data.DataConfig(), str(mnist_copy))
+    pipeline.load(pipeline.DataConfig(), str(mnist_copy))
 
 
 def test_truncated_file_names_the_file(mnist_copy):
@@ -171,7 +171,7 @@ def test_truncated_file_names_the_file(mnist_copy):
   _rewrite(path, lambda c: c[:-100])
   with pytest.raises(DataError,
                      match='t10k-images-idx3-ubyte.gz is truncated'):
-    data.load(data.DataConfig(), str(mnist_copy))
+    pipeline.load(pipeline.DataConfig(), str(mnist_copy))
 
 
 @pytest.mark.e2e
@@ -180,7 +180,7 @@ def test_wrong_magic_number_names_the_file(mnist_copy):
   _rewrite(path, lambda c: b'\x00\x00\x08\x01' + c[4:])
   with pytest.raises(DataError, match='train-images-idx3-ubyte.gz has a '
                      'wrong magic number 0x00000801'):
-    data.load(data.DataConfig(), str(mnist_copy))
+    pipeline.load(pipeline.DataConfig(), str(mnist_copy))
 
 
 @pytest.mark.e2e
@@ -196,13 +196,13 @@ def test_labels_out_of_range_name_the_file(mnist_copy):
            lambda c: c[:-1] + bytes([(c[-1] + 1) % 10]))
   with pytest.raises(DataError, match='t10k-labels-idx1-ubyte.gz has label '
                      '12; labels must be in 0..9'):
-    data.load(data.DataConfig(dataset='kmnist'), str(mnist_copy))
+    pipeline.load(pipeline.DataConfig(dataset='kmnist'), str(mnist_copy))
 
 
 def test_missing_file_is_named(mnist_copy):
   os.remove(mnist_copy / 't10k-labels-idx1-ubyte.gz')
   with pytest.raises(DataError, match='lacks t10k-labels-idx1-ubyte'):
-    data.load(data.DataConfig(), str(mnist_copy))
+    pipeline.load(pipeline.DataConfig(), str(mnist_copy))
 
 
 def test_uncompressed_files_are_read_and_verified(mnist_copy):
@@ -210,7 +210,7 @@ def test_uncompressed_files_are_read_and_verified(mnist_copy):
     with gzip.open(mnist_copy / (name + '.gz'), 'rb') as f:
       (mnist_copy / name).write_bytes(f.read())
     os.remove(mnist_copy / (name + '.gz'))
-  loaded = data.load(data.DataConfig(), str(mnist_copy))
+  loaded = pipeline.load(pipeline.DataConfig(), str(mnist_copy))
   assert len(loaded.train) == 55000
   assert idx.find(str(mnist_copy), 'train-images-idx3-ubyte').endswith('ubyte')
 
@@ -218,7 +218,7 @@ def test_uncompressed_files_are_read_and_verified(mnist_copy):
 def test_batch_larger_than_split(mnist_dir):
   with pytest.raises(ConfigError, match=r'Data.batch_size=60000 is larger '
                      r'than the training split \(55000 images\)'):
-    data.load(data.DataConfig(batch_size=60000), mnist_dir)
+    pipeline.load(pipeline.DataConfig(batch_size=60000), mnist_dir)
 
 
 @pytest.mark.parametrize('kwargs, message', [
@@ -230,7 +230,7 @@ def test_batch_larger_than_split(mnist_dir):
 ])
 def test_bad_data_config(kwargs, message):
   with pytest.raises(ConfigError, match=message):
-    data.DataConfig(**kwargs)
+    pipeline.DataConfig(**kwargs)
 
 
 @pytest.mark.e2e
@@ -248,7 +248,7 @@ def test_a_dataset_without_a_known_checksum_is_used_with_one_warning(
           (np.frombuffer(c[8:], np.uint8) + 1) % 10).astype(np.uint8)
                                                     .tobytes())
   with caplog.at_level('WARNING'):
-    loaded = data.load(data.DataConfig(dataset='kmnist'), str(mnist_copy))
+    loaded = pipeline.load(pipeline.DataConfig(dataset='kmnist'), str(mnist_copy))
   assert len(loaded.train) == 55000
   warnings = [r.getMessage() for r in caplog.records
               if 'not verified' in r.getMessage()]
@@ -277,17 +277,17 @@ def test_mnists_statistics_are_its_training_images(mnist_dir):
 ])
 def test_each_dataset_is_normalised_with_its_own_statistics(
     dataset, normalization, expected):
-  config = data.DataConfig(dataset=dataset, normalization=normalization)
+  config = pipeline.DataConfig(dataset=dataset, normalization=normalization)
   assert config.pixel_statistics == expected
   images = tf.fill([1, 28, 28], tf.constant(255, tf.uint8))
-  value = data.to_sequences(images, config)[0, 0, 0].numpy()
+  value = pipeline.to_sequences(images, config)[0, 0, 0].numpy()
   assert value == pytest.approx((1.0 - expected[0]) / expected[1], rel=1e-6)
 
 
 def test_an_unregistered_dataset_is_refused_naming_the_registered_ones():
   with pytest.raises(ConfigError, match="Data.dataset='emnist' is not one of "
                      "'mnist', 'fashion_mnist', 'kmnist'"):
-    data.DataConfig(dataset='emnist')
+    pipeline.DataConfig(dataset='emnist')
   with pytest.raises(ConfigError, match="Data.normalization='imagenet' is "
                      "not one of 'dataset', 'mnist'"):
-    data.DataConfig(normalization='imagenet')
+    pipeline.DataConfig(normalization='imagenet')

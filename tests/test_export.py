@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import FAST, REPO, gin_params, run_cli
-from seqmnist import idx
+from seqmnist.data import idx
 from test_main import _results
 
 TEST_IMAGES = 't10k-images-idx3-ubyte.gz'

@@ -1,7 +1,8 @@
-"""BUILD.md's "Extending", done exactly as it says: a new cell and a new
-dataset, each one file registered the documented way and run through the
-real framework. (A new action: tests/test_rundir.py; a new setting on an
-old run dir: tests/test_rundir.py; a new loss term: tests/test_levers.py.)"""
+"""BUILD.md's "Extending", done exactly as it says: a new cell, a new
+dataset and a new sweep backend, each one file registered the documented way
+and run through the real framework; a new action, one module in
+loop/actions/. (A new setting on an old run dir: tests/test_rundir.py; a new
+loss term: tests/test_levers.py.)"""
 
 import json
 import os
@@ -14,18 +15,18 @@ import pytest
 
 from conftest import FAST, REPO, gin_params
 
-from seqmnist import cells
 from seqmnist import gin_files
-from seqmnist import experiment
-from seqmnist import models
 from seqmnist.errors import ConfigError
+from seqmnist.loop import experiment
+from seqmnist.model import cells
+from seqmnist.model import network
 
 # BUILD.md's worked example of a new cell, verbatim: one file.
 MY_CELLS = textwrap.dedent('''\
     """An IndRNN cell (Li et al. 2018): h = relu(W x + u * h + b)."""
     import keras
 
-    from seqmnist import cells
+    from seqmnist.model import cells
 
 
     @keras.saving.register_keras_serializable(package='my_cells')
@@ -154,7 +155,7 @@ def test_a_registered_cell_reaches_every_table(my_cells, monkeypatch):
   try:
     # One weight block, as the plain RNN: the same estimate, below GRU's 3.
     assert memory('indrnn') == memory('simple') < memory('gru')
-    assert not models.uses_fused(models.ModelConfig(
+    assert not network.uses_fused(network.ModelConfig(
         cell='indrnn', implementation='fused'))  # not a cell the op covers
     with pytest.raises(ConfigError, match="Model.gate_init='chrono' needs "
                        "gates; Model.cell='indrnn' has none"):
@@ -172,7 +173,7 @@ def test_a_registered_cell_reaches_every_table(my_cells, monkeypatch):
 # BUILD.md's worked example of a new dataset, verbatim: one file.
 MY_DATASETS = textwrap.dedent('''\
     """Stripes: 14x14 images of one bright line, 4 classes by direction."""
-    from seqmnist import datasets
+    from seqmnist.data import datasets
 
     datasets.register(datasets.Dataset(
         'stripes', mean=0.0714, std=0.2575,
@@ -251,3 +252,73 @@ def test_a_new_dataset_is_one_file_and_trains_exports_and_predicts(tmp_path):
   assert scored.stdout.startswith(
       f'accuracy {results["test_accuracy"]:.4f} ({right} of 200 images '
       'right'), scored.stdout
+
+
+# BUILD.md's worked example of a new sweep backend, verbatim: one file.
+MY_BACKENDS = textwrap.dedent('''\
+    """A sweep backend that prints each point's command, one a line (for
+    GNU parallel, xargs or a batch system of your own)."""
+    import shlex
+    import sys
+
+    from seqmnist.tools import sweep_backends
+    from seqmnist.tools import sweep_grid
+
+
+    def _print_commands(sweep, options, steps):
+      del steps  # every point is printed; a finished one only reports
+      for point in sweep.points():
+        command = sweep_grid.main_command(sweep, point, options.runs_dir,
+                                          options.data_dir)
+        sys.stdout.write(shlex.join(command) + '\\n')
+      return 0
+
+
+    sweep_backends.register(sweep_backends.Backend(
+        'commands', _print_commands, least_parallel=0))
+    ''')
+
+
+def test_a_new_sweep_backend_is_one_file_and_runs_a_sweep(tmp_path,
+                                                          mnist_dir):
+  (tmp_path / 'my_backends.py').write_text(MY_BACKENDS)
+  (tmp_path / 'commands.gin').write_text('import my_backends\n')
+  runs_dir = tmp_path / 'sweep'
+  env = dict(os.environ, PYTHONPATH=str(tmp_path), TF_CPP_MIN_LOG_LEVEL='2')
+  printed = subprocess.run(
+      [sys.executable, '-m', 'seqmnist.tools.sweep', '--gin_file=row.gin',
+       f'--gin_file={tmp_path / "commands.gin"}', '--allow_gin_imports',
+       '--backend=commands', f'--runs_dir={runs_dir}',
+       f'--data_dir={mnist_dir}',
+       *gin_params(*FAST, 'Trainer.steps=20', 'Trainer.eval_every=20'),
+       '--sweep=Model.units=8,16'],
+      capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
+      check=False)
+  assert printed.returncode == 0, printed.stderr[-3000:]
+  commands = printed.stdout.splitlines()
+  assert len(commands) == 2, printed.stdout
+  assert (runs_dir / 'sweep.json').exists()  # a sweep's runs dir, as local's
+  for command in commands:  # what the user's own launcher would do
+    ran = subprocess.run(command, shell=True, capture_output=True, text=True,
+                         env=env, cwd=REPO, timeout=600, check=False)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+  report = subprocess.run(
+      [sys.executable, '-m', 'seqmnist.tools.report', '--json',
+       str(runs_dir)], capture_output=True, text=True, env=env, cwd=REPO,
+      timeout=300, check=False)
+  assert report.returncode == 0, report.stderr[-3000:]
+  for units in (8, 16):
+    results = json.loads(
+        (runs_dir / f'Model.units={units}' / 'results.json').read_text())
+    assert results['global_step'] == 20, results
+  # Without the gin file that imports it, the name is unknown, in one line.
+  unknown = subprocess.run(
+      [sys.executable, '-m', 'seqmnist.tools.sweep', '--gin_file=row.gin',
+       '--backend=commands', f'--runs_dir={tmp_path / "other"}',
+       '--sweep=Model.units=8'], capture_output=True, text=True, env=env,
+      cwd=REPO, timeout=600, check=False)
+  assert unknown.returncode == 2
+  assert unknown.stderr.strip().splitlines()[-1].startswith(
+      "seqmnist.tools.sweep: error: --backend='commands' is not one of "
+      "'local', 'slurm', 'kubernetes'"), unknown.stderr
+  assert not (tmp_path / 'other').exists()

@@ -1,4 +1,4 @@
-"""The fused CPU recurrence (seqmnist/fused.py, seqmnist/native/
+"""The fused CPU recurrence (seqmnist/model/fused.py, seqmnist/native/
 fused_rnn.cc): the oneDNN op against Keras' own layers, on the same
 variables.
 
@@ -24,10 +24,11 @@ from conftest import FAST, REPO, gin_params, run_cli
 from test_distribute import assert_float_weights_close
 from test_main import _results, _weights
 
-from seqmnist import fused
-from seqmnist import gates
-from seqmnist import models
-from seqmnist import rnn_layers
+from seqmnist.model import cells
+from seqmnist.model import fused
+from seqmnist.model import gates
+from seqmnist.model import network
+from seqmnist.model import rnn_layers
 
 pytestmark = [pytest.mark.ci_provides('the fused op'), pytest.mark.skipif(
     not fused.available(), reason=f'the fused op is not available: '
@@ -41,8 +42,9 @@ def _layer(cell, units, gate_init, return_sequences=True, use_fused=False,
   if gate_init != 'default':
     kwargs['bias_initializer'] = gates.GateBias(cell, gate_init,
                                                 sequence_length, seed=3)
-  return cls(units, return_sequences=return_sequences, fused=use_fused,
-             **kwargs)
+  # The op's recurrence for the cell is the registry's (cells.Cell.fused).
+  return cls(units, return_sequences=return_sequences,
+             fused=cells.get(cell).fused if use_fused else '', **kwargs)
 
 
 def _outputs_and_gradients(layers, x, dy):
@@ -156,14 +158,15 @@ def test_fused_two_replicas_match_one_device(tmp_path, mnist_dir):
 
 _FALLBACK = '''
 import sys
-from seqmnist import fused, models
 from seqmnist.errors import ConfigError
+from seqmnist.model import fused
+from seqmnist.model import network
 fused.LIBRARY = sys.argv[1]
-config = models.ModelConfig(units=4)
-model = models.build(config, (28, 28), 10, seed=0)
-print('fused layers:', sum(l.fused for l in models.recurrent_layers(model)))
+config = network.ModelConfig(units=4)
+model = network.build(config, (28, 28), 10, seed=0)
+print('fused layers:', sum(l.fused for l in network.recurrent_layers(model)))
 try:
-  models.uses_fused(models.ModelConfig(implementation='fused'))
+  network.uses_fused(network.ModelConfig(implementation='fused'))
 except ConfigError as e:
   print('refused:', e)
 '''
@@ -173,13 +176,13 @@ def test_auto_runs_the_op_only_where_it_measured_faster(monkeypatch):
   """One thread per process (the op 1.26x Keras' layer there), not two
   (Keras' layer faster): docs/benchmarks.md."""
   monkeypatch.setenv('TF_NUM_INTRAOP_THREADS', '1')
-  assert models.uses_fused(models.ModelConfig())
-  assert models.uses_fused(models.ModelConfig(cell='lstm'))
-  assert not models.uses_fused(models.ModelConfig(implementation='keras'))
-  assert not models.uses_fused(models.ModelConfig(cell='simple'))
+  assert network.uses_fused(network.ModelConfig())
+  assert network.uses_fused(network.ModelConfig(cell='lstm'))
+  assert not network.uses_fused(network.ModelConfig(implementation='keras'))
+  assert not network.uses_fused(network.ModelConfig(cell='simple'))
   monkeypatch.setenv('TF_NUM_INTRAOP_THREADS', '2')
-  assert not models.uses_fused(models.ModelConfig())
-  assert models.uses_fused(models.ModelConfig(implementation='fused'))
+  assert not network.uses_fused(network.ModelConfig())
+  assert network.uses_fused(network.ModelConfig(implementation='fused'))
 
 
 @pytest.mark.e2e

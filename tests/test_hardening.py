@@ -339,21 +339,21 @@ def _write_idx_gz(path, dims, body_bytes, extra_zeros=0):
 def test_an_idx_header_of_absurd_dimensions_is_refused_unread(mnist_copy):
   path = mnist_copy / 'train-images-idx3-ubyte.gz'
   _write_idx_gz(path, (2**32 - 1, 2**32 - 1, 2**32 - 1), b'')
-  from seqmnist import data  # pylint: disable=import-outside-toplevel
+  from seqmnist.data import pipeline  # pylint: disable=import-outside-toplevel
   from seqmnist.errors import DataError  # pylint: disable=import-outside-toplevel
   with pytest.raises(DataError, match=r'claims dimensions \(4294967295, '
                      r'4294967295, 4294967295\) \(79,228,162,458,924,105,385,'
                      r'300,197,375 bytes\), more than the 1,073,741,824'):
-    data.load(data.DataConfig(), str(mnist_copy))
+    pipeline.load(pipeline.DataConfig(), str(mnist_copy))
 
 
 _LOAD_AND_MEASURE = """
 import resource, sys
-from seqmnist import data
+from seqmnist.data import pipeline
 from seqmnist.errors import DataError
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
-  data.load(data.DataConfig(), sys.argv[1])
+  pipeline.load(pipeline.DataConfig(), sys.argv[1])
   print('loaded')
 except DataError as e:
   print('refused:', e)
@@ -366,7 +366,7 @@ def test_a_gzip_bomb_is_not_inflated(mnist_copy, mnist_dir):
   # MNIST's real header and body, then 1 GiB of zeros (1 MiB compressed):
   # the reader stops one byte past what the header announces, in time and
   # in memory (the process's peak grows by far less than the 1 GiB).
-  from seqmnist import idx  # pylint: disable=import-outside-toplevel
+  from seqmnist.data import idx  # pylint: disable=import-outside-toplevel
   labels = idx.read(os.path.join(mnist_dir, 't10k-labels-idx1-ubyte.gz'),
                     expected_ndim=1)
   path = mnist_copy / 't10k-labels-idx1-ubyte.gz'

@@ -100,7 +100,7 @@ def _env_names_read():
   """The variables the entrypoint and cluster discovery read."""
   with open(os.path.join(K8S, 'entrypoint.sh')) as f:
     text = f.read()
-  with open(os.path.join(REPO, 'seqmnist', 'cluster.py')) as f:
+  with open(os.path.join(REPO, 'seqmnist', 'cluster', 'discover.py')) as f:
     text += f.read()
   return set(re.findall(r'\b(?:SEQMNIST|TF|JOB|SLURM)_[A-Z_]+\b', text))
 

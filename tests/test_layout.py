@@ -1,8 +1,8 @@
-"""The layout by role: moved modules answer at their old names, and every
-console script setup.cfg declares runs its module as `python -m` does."""
+"""The layout by role: the old module names are gone (no import hook keeps
+them), and every console script setup.cfg declares runs its module as
+`python -m` does."""
 import configparser
 import importlib
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,48 +10,30 @@ import sys
 import pytest
 
 from conftest import REPO
-from seqmnist import moved
 from seqmnist import scripts as entry_points
 
-# Written out here, not read from moved.py, so a wrong or dropped entry there
-# fails this test.
-OLD_TO_NEW = {
-    'bench': 'seqmnist.tools.bench',
-    'bench_variants': 'seqmnist.tools.bench_measurements',
-    'curves': 'seqmnist.tools.curves',
-    'prepare_tfds': 'seqmnist.tools.prepare_tfds',
-    'release': 'seqmnist.tools.release',
-    'report': 'seqmnist.tools.report',
-    'sweep': 'seqmnist.tools.sweep',
-    'sweeps': 'seqmnist.tools.sweep_grid',
-    'sweep_arrays': 'seqmnist.tools.sweep_cluster',
-    'export': 'seqmnist.serving.export',
-    'predict': 'seqmnist.serving.predict',
-    'config': 'seqmnist.gin_files',
-}
-# Modules without flags, so importable side by side in one process (the
-# tools' entry points each define theirs: two in one process would clash).
-LIBRARIES = ('sweeps', 'sweep_arrays', 'bench_variants', 'config')
+# Module names of earlier layouts, each now at another place (CHANGELOG).
+RETIRED = ('bench', 'bench_variants', 'curves', 'prepare_tfds', 'release',
+           'report', 'sweep', 'sweeps', 'sweep_arrays', 'export', 'predict',
+           'moved', 'train_eval', 'controller', 'actions',
+           'models', 'gin_values', 'files', 'averaging', 'steps', 'trainer')
 
 
-def test_each_old_name_imports_the_module_at_its_new_place():
-  assert moved.MOVED == OLD_TO_NEW
-  for old, new in OLD_TO_NEW.items():
-    assert not os.path.exists(os.path.join(REPO, 'seqmnist', old + '.py')), (
-        f'seqmnist/{old}.py is back beside its new place {new}')
-    assert importlib.util.find_spec(new).origin.endswith(
-        new.replace('.', '/') + '.py'), new
-  for old in LIBRARIES:
-    new = importlib.import_module(OLD_TO_NEW[old])
-    assert importlib.import_module(f'seqmnist.{old}') is new, old
-    # The real module is used as it is: its identity is not the old name's.
-    assert (new.__name__, new.__spec__.name) == (OLD_TO_NEW[old],) * 2
-    assert importlib.util.find_spec(OLD_TO_NEW[old]).origin == new.__file__
-
-
-def test_a_name_that_never_existed_still_fails_to_import():
+@pytest.mark.parametrize('old', RETIRED)
+def test_an_old_module_name_no_longer_imports(old):
+  assert not os.path.exists(os.path.join(REPO, 'seqmnist', old + '.py')), old
   with pytest.raises(ModuleNotFoundError):
-    importlib.import_module('seqmnist.no_such_module')
+    importlib.import_module(f'seqmnist.{old}')
+
+
+def test_importing_the_package_installs_no_import_hook():
+  result = subprocess.run(
+      [sys.executable, '-c', 'import sys; before = list(sys.meta_path); '
+       'import seqmnist; print(sys.meta_path == before, '
+       'sorted(m for m in sys.modules if m.startswith("seqmnist")))'],
+      capture_output=True, text=True, timeout=120, check=True, cwd=REPO)
+  assert result.stdout.split(None, 1) == ['True', "['seqmnist']\n"], (
+      result.stdout)
 
 
 def _run(*args):
@@ -59,22 +41,10 @@ def _run(*args):
                         timeout=300, check=False)
 
 
-@pytest.mark.parametrize('old', ['report', 'sweep'])
-def test_python_m_old_path_runs_the_new_tool(old):
-  """The same error, exit code and help text by the old path as the new."""
-  bad = ['/nonexistent_runs_dir'] if old == 'report' else [
-      '--runs_dir=/nonexistent_runs_dir']
-  by_old = _run(sys.executable, '-m', f'seqmnist.{old}', *bad)
-  by_new = _run(sys.executable, '-m', OLD_TO_NEW[old], *bad)
-  assert by_new.returncode == 2, by_new.stderr
-  assert (by_old.returncode, by_old.stdout) == (by_new.returncode,
-                                                by_new.stdout)
-  last = by_new.stderr.strip().splitlines()[-1]
-  assert last.startswith(f'{OLD_TO_NEW[old]}: error: ')
-  assert by_old.stderr.strip().splitlines()[-1] == last
-  help_old = _run(sys.executable, '-m', f'seqmnist.{old}', '--helpshort')
-  assert '--runs_dir' in help_old.stdout or '--json' in help_old.stdout, (
-      help_old.stdout)
+def test_python_m_of_an_old_tool_path_says_no_such_module():
+  result = _run(sys.executable, '-m', 'seqmnist.sweep', '--helpshort')
+  assert result.returncode == 1
+  assert 'No module named seqmnist.sweep' in result.stderr
 
 
 def _console_scripts():

@@ -20,13 +20,13 @@ from test_distribute import assert_float_weights_close
 from test_main import _results, _weights
 from test_reliability import EXACT, PREEMPTED
 
-from seqmnist import averaging
-from seqmnist import dropout
-from seqmnist import experiment
-from seqmnist import models
-from seqmnist import optimizers
-from seqmnist import steps
 from seqmnist.errors import ConfigError
+from seqmnist.loop import experiment
+from seqmnist.loop import steps
+from seqmnist.model import dropout
+from seqmnist.model import network
+from seqmnist.optim import averaging
+from seqmnist.optim import optimizers
 
 # Every lever on at once (a dilated 2-layer stack, both dropouts, weight
 # decay, label smoothing, the weight average, the both-readout, shifted
@@ -84,8 +84,8 @@ def test_dropout_rate_and_scaling():
 
 
 def test_decoupled_weight_decay_spares_biases_and_batch_norm():
-  config = models.ModelConfig(units=4, batch_norm=True)
-  model = models.build(config, (28, 28), 10, seed=0)
+  config = network.ModelConfig(units=4, batch_norm=True)
+  model = network.build(config, (28, 28), 10, seed=0)
   variables = model.trainable_variables
   exempt = experiment.matching(variables, (r'(^|/)bias$', r'(^|/)batch_norm/'))
   assert {v.path for v in exempt} == {
@@ -141,19 +141,19 @@ def _sequences(batch=3, steps=12, features=2, seed=0):
 @pytest.mark.parametrize('steps_', [12, 13])
 def test_dilate_then_undilate_is_the_identity(steps_):
   x = _sequences(steps=steps_)
-  dilated = models.Dilate(4)(x)
+  dilated = network.Dilate(4)(x)
   assert dilated.shape == (12, -(-steps_ // 4), 2)
-  back = models.Undilate(4, steps_)(dilated)
+  back = network.Undilate(4, steps_)(dilated)
   np.testing.assert_array_equal(keras.ops.convert_to_numpy(back), x)
 
 
 def test_a_dilated_layer_runs_each_interleaved_subsequence():
   """Layer output at step t equals the plain layer run over the steps
   t' = t mod d (counted from the end), so its memory skips d steps."""
-  config = models.ModelConfig(units=5, layers=1, dilations=(3,),
+  config = network.ModelConfig(units=5, layers=1, dilations=(3,),
                               readout='mean')
-  model = models.build(config, (12, 2), 10, seed=0)
-  rnn = models.recurrent_layers(model)[0]
+  model = network.build(config, (12, 2), 10, seed=0)
+  rnn = network.recurrent_layers(model)[0]
   x = _sequences(steps=12)
   full = keras.Model(model.inputs, model.get_layer('undilate_0').output)(x)
   full = keras.ops.convert_to_numpy(full)
@@ -168,10 +168,10 @@ def test_a_dilated_layer_runs_each_interleaved_subsequence():
 
 def test_readouts():
   x = _sequences(steps=10, features=3)
-  for readout in models.READOUTS:
-    config = models.ModelConfig(units=4, readout=readout)
-    model = models.build(config, (10, 3), 10, seed=0)
-    rnn = models.recurrent_layers(model)[0]
+  for readout in network.READOUTS:
+    config = network.ModelConfig(units=4, readout=readout)
+    model = network.build(config, (10, 3), 10, seed=0)
+    rnn = network.recurrent_layers(model)[0]
     states = keras.ops.convert_to_numpy(
         keras.Model(model.inputs, rnn.output)(x))
     head_input = keras.ops.convert_to_numpy(
@@ -187,24 +187,24 @@ def test_readouts():
 
 @pytest.mark.parametrize('cell', ['gru', 'lstm'])
 def test_every_layer_of_a_dilated_recipe_is_cudnn_eligible(cell):
-  config = models.ModelConfig(cell=cell, units=8, layers=4,
+  config = network.ModelConfig(cell=cell, units=8, layers=4,
                               dilations=(1, 2, 4, 8), readout='last_mean',
                               input_dropout=0.1, output_dropout=0.2,
                               gate_init='chrono' if cell == 'lstm' else
                               'uniform')
-  model = models.build(config, (784, 1), 10, seed=0)
-  layers = models.recurrent_layers(model)
+  model = network.build(config, (784, 1), 10, seed=0)
+  layers = network.recurrent_layers(model)
   assert len(layers) == 4
-  assert all(models.cudnn_eligible(layer) for layer in layers)
+  assert all(network.cudnn_eligible(layer) for layer in layers)
 
 
 @pytest.mark.parametrize('cell', ['gru', 'lstm'])
 def test_chrono_spans_the_steps_a_dilated_layer_sees(cell):
   """log U(1, T - 1) with T = ceil(784 / d) for the layer at dilation d."""
-  config = models.ModelConfig(cell=cell, units=64, layers=3,
+  config = network.ModelConfig(cell=cell, units=64, layers=3,
                               dilations=(1, 16, 64), gate_init='chrono')
-  model = models.build(config, (784, 1), 10, seed=0)
-  for layer, steps in zip(models.recurrent_layers(model), (784, 49, 13)):
+  model = network.build(config, (784, 1), 10, seed=0)
+  for layer, steps in zip(network.recurrent_layers(model), (784, 49, 13)):
     bias = layer.cell.bias.numpy()
     memory = bias[0, :64] if cell == 'gru' else bias[64:128]
     assert memory.min() >= 0 and memory.max() <= np.log(steps - 1) + 1e-6
@@ -223,7 +223,7 @@ def test_chrono_spans_the_steps_a_dilated_layer_sees(cell):
 ])
 def test_bad_lever_config(kwargs, message):
   with pytest.raises(ConfigError, match=message):
-    models.ModelConfig(**kwargs)
+    network.ModelConfig(**kwargs)
 
 
 # The promises, with every lever on ----------------------------------------

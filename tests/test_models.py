@@ -8,25 +8,27 @@ told a GPU is there (the GPU and the cuDNN call are mocked: the edge of what
 runs here).
 """
 
+import dataclasses
 import importlib
 
 import keras
 import numpy as np
 import pytest
 
-from seqmnist import cells
-from seqmnist import models
-from seqmnist import rnn_layers
 from seqmnist.errors import ConfigError
+from seqmnist.model import cells
+from seqmnist.model import fused
+from seqmnist.model import network
+from seqmnist.model import rnn_layers
 
 
 @pytest.mark.parametrize('cell', ['gru', 'lstm'])
 def test_gated_layers_are_cudnn_eligible(cell):
-  model = models.build(models.ModelConfig(cell=cell, units=8, layers=2),
+  model = network.build(network.ModelConfig(cell=cell, units=8, layers=2),
                        (784, 1), 10, seed=0)
-  layers = models.recurrent_layers(model)
+  layers = network.recurrent_layers(model)
   assert len(layers) == 2
-  assert all(models.cudnn_eligible(layer) for layer in layers)
+  assert all(network.cudnn_eligible(layer) for layer in layers)
 
 
 # Each documented cuDNN condition, broken alone.
@@ -49,8 +51,8 @@ _BROKEN = [
 
 @pytest.mark.parametrize('cls, broken', _BROKEN)
 def test_each_documented_cudnn_condition_is_checked(cls, broken):
-  assert models.cudnn_eligible(cls(4))  # Keras' defaults are eligible
-  assert not models.cudnn_eligible(cls(4, **broken))
+  assert network.cudnn_eligible(cls(4))  # Keras' defaults are eligible
+  assert not network.cudnn_eligible(cls(4, **broken))
 
 
 class _Dispatched(Exception):
@@ -81,7 +83,7 @@ _KERAS_LAYERS = [(keras.layers.GRU, {}), (keras.layers.LSTM, {}), *_BROKEN]
 def test_the_predicate_agrees_with_what_keras_dispatches(cls, kwargs,
                                                          monkeypatch):
   layer = cls(4, **kwargs)
-  assert models.cudnn_eligible(layer) == _dispatches_to_cudnn(layer,
+  assert network.cudnn_eligible(layer) == _dispatches_to_cudnn(layer,
                                                               monkeypatch)
 
 
@@ -90,35 +92,35 @@ def test_the_predicate_agrees_with_what_keras_dispatches(cls, kwargs,
 def test_keras_dispatches_our_layers_to_cudnn(cell, gate_init, monkeypatch):
   """The layers a recipe builds, as a GPU run builds them (Keras'
   implementation: on a GPU 'auto' never picks the fused op)."""
-  config = models.ModelConfig(cell=cell, units=4, layers=2,
+  config = network.ModelConfig(cell=cell, units=4, layers=2,
                               gate_init=gate_init, implementation='keras')
-  model = models.build(config, (3, 4), 10, seed=0)
-  for layer in models.recurrent_layers(model):
-    assert models.cudnn_eligible(layer)
+  model = network.build(config, (3, 4), 10, seed=0)
+  for layer in network.recurrent_layers(model):
+    assert network.cudnn_eligible(layer)
     assert _dispatches_to_cudnn(layer, monkeypatch), layer.name
 
 
 def test_a_plain_rnn_is_never_cudnn_eligible():
-  assert not models.cudnn_eligible(keras.layers.SimpleRNN(4))
+  assert not network.cudnn_eligible(keras.layers.SimpleRNN(4))
 
 
 def test_shapes_head_and_batch_norm():
-  model = models.build(models.ModelConfig(units=8, batch_norm=True), (28, 28),
+  model = network.build(network.ModelConfig(units=8, batch_norm=True), (28, 28),
                        10, seed=0)
   logits = model(np.zeros((3, 28, 28), np.float32))
   assert logits.shape == (3, 10)
   names = [layer.name for layer in model.layers]
-  assert names[-2:] == ['batch_norm', models.HEAD_NAME]
-  plain = models.build(models.ModelConfig(units=8, batch_norm=False),
+  assert names[-2:] == ['batch_norm', network.HEAD_NAME]
+  plain = network.build(network.ModelConfig(units=8, batch_norm=False),
                        (28, 28), 10, seed=0)
   assert 'batch_norm' not in [layer.name for layer in plain.layers]
 
 
 def test_same_seed_same_weights():
-  config = models.ModelConfig(cell='lstm', units=8)
-  a = models.build(config, (28, 28), 10, seed=5).get_weights()
-  b = models.build(config, (28, 28), 10, seed=5).get_weights()
-  c = models.build(config, (28, 28), 10, seed=6).get_weights()
+  config = network.ModelConfig(cell='lstm', units=8)
+  a = network.build(config, (28, 28), 10, seed=5).get_weights()
+  b = network.build(config, (28, 28), 10, seed=5).get_weights()
+  c = network.build(config, (28, 28), 10, seed=6).get_weights()
   for x, y in zip(a, b):
     np.testing.assert_array_equal(x, y)
   assert not np.array_equal(a[0], c[0])
@@ -133,17 +135,17 @@ def test_same_seed_same_weights():
 ])
 def test_bad_model_config(kwargs, message):
   with pytest.raises(ConfigError, match=message):
-    models.ModelConfig(**kwargs)
+    network.ModelConfig(**kwargs)
 
 
 # Gate initialisation (Model.gate_init) --------------------------------------
 
 
 def _bias(cell, gate_init, units=256, seq=(784, 1), seed=0):
-  model = models.build(models.ModelConfig(cell=cell, units=units,
+  model = network.build(network.ModelConfig(cell=cell, units=units,
                                           gate_init=gate_init),
                        seq, 10, seed=seed)
-  layer = models.recurrent_layers(model)[0]
+  layer = network.recurrent_layers(model)[0]
   return layer, layer.cell.bias.numpy()
 
 
@@ -151,7 +153,7 @@ def _bias(cell, gate_init, units=256, seq=(784, 1), seed=0):
 @pytest.mark.parametrize('gate_init', ['default', 'chrono', 'uniform'])
 def test_every_gate_init_keeps_the_layer_cudnn_eligible(cell, gate_init):
   layer, _ = _bias(cell, gate_init, units=8)
-  assert models.cudnn_eligible(layer)
+  assert network.cudnn_eligible(layer)
 
 
 def test_default_gate_init_is_keras_own():
@@ -236,7 +238,7 @@ def test_gate_init_is_seeded():
 ])
 def test_bad_gate_init(kwargs, message):
   with pytest.raises(ConfigError, match=message):
-    models.ModelConfig(**kwargs)
+    network.ModelConfig(**kwargs)
 
 
 @pytest.mark.parametrize('cell', ['gru', 'lstm'])
@@ -253,13 +255,13 @@ def test_split_gate_gru_is_keras_gru_bit_for_bit(gate_init):
   """The GRU's CPU step splits its gates instead of slicing them (faster
   backward on the CPU): outputs and gradients are exactly Keras' own."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  ours = models.build(models.ModelConfig(cell='gru', units=16,
+  ours = network.build(network.ModelConfig(cell='gru', units=16,
                                          gate_init=gate_init,
                                          implementation='keras'), (28, 28),
                       10, seed=0)
   layer = ours.get_layer('gru_0')
   assert isinstance(layer.cell, rnn_layers.SplitGateGRUCell)
-  assert models.cudnn_eligible(layer)
+  assert network.cudnn_eligible(layer)
   inputs = keras.Input((28, 28))
   plain = keras.Model(inputs, keras.layers.Dense(10)(
       keras.layers.GRU(16, reset_after=True)(inputs)))
@@ -289,9 +291,15 @@ def test_each_cells_registry_entry_is_what_its_layers_are(name):
   """`Cell.cudnn` and `Cell.fused` say what the built layers do; `gates`
   is the kernel's width in units."""
   cell = cells.get(name)
-  config = models.ModelConfig(cell=name, units=8, implementation='keras')
-  model = models.build(config, (28, 28), 10, seed=0)
-  layer, = models.recurrent_layers(model)
-  assert models.cudnn_eligible(layer) == cell.cudnn
-  assert getattr(layer, '_fused_cell', '') == cell.fused
+  config = network.ModelConfig(cell=name, units=8, implementation='keras')
+  model = network.build(config, (28, 28), 10, seed=0)
+  layer, = network.recurrent_layers(model)
+  assert network.cudnn_eligible(layer) == cell.cudnn
+  assert not getattr(layer, 'fused', False)  # Keras' step, as asked
   assert layer.cell.kernel.shape[-1] == cell.gates * 8
+  if cell.fused and fused.available():
+    # The op's recurrence is the registry's, handed to the layer it builds.
+    fused_model = network.build(dataclasses.replace(
+        config, implementation='fused'), (28, 28), 10, seed=0)
+    layer, = network.recurrent_layers(fused_model)
+    assert layer.fused and layer.get_config()['fused'] == cell.fused

@@ -19,14 +19,14 @@ import time
 import pytest
 
 from conftest import REPO, gin_params, run_cli, start_cli, wait_for_line
-from seqmnist import actions
-from seqmnist import controller
-from seqmnist import drift
-from seqmnist import experiment
-from seqmnist import progress
 from seqmnist import rundir
-from seqmnist import trainer
+from seqmnist.config import drift
 from seqmnist.errors import ConfigError, UserError
+from seqmnist.loop import experiment
+from seqmnist.loop import job
+from seqmnist.loop import outer_loop
+from seqmnist.loop import progress
+from seqmnist.loop import trainer
 
 FIXTURE = os.path.join(REPO, 'tests', 'fixtures', 'run_v1_row')
 # The command that made the fixture (tests/fixtures/README.md), minus STEPS.
@@ -236,7 +236,7 @@ def test_a_file_as_model_dir_is_refused(tmp_path):
 # The controller ---------------------------------------------------------------
 
 
-class _Recorder(controller.Action):
+class _Recorder(outer_loop.Action):
 
   def __init__(self, name, every, log, at_end=True):
     self.name, self.every, self.log, self.at_end = name, every, log, at_end
@@ -255,7 +255,7 @@ def test_the_controller_stops_where_actions_are_due_and_calls_them_in_order():
   actions = [_Recorder('eval', 25, log), _Recorder('ckpt', 40, log),
              _Recorder('every', 0, log),
              _Recorder('stop', 0, log, at_end=False)]
-  end = controller.Controller(train=train, target=60, steps_per_loop=30,
+  end = outer_loop.Controller(train=train, target=60, steps_per_loop=30,
                               actions=actions).run(10)
   assert end.step == 60 and end.final
   # Loops end at 25 (eval), 40 (ckpt), 50 (eval), 60 (the target).
@@ -271,7 +271,7 @@ def test_the_controller_stops_where_actions_are_due_and_calls_them_in_order():
 def test_the_controller_counts_only_training_time_as_overhead():
   overheads = []
 
-  class Slow(controller.Action):
+  class Slow(outer_loop.Action):
     every = 1
     seconds = 0.05
 
@@ -282,7 +282,7 @@ def test_the_controller_counts_only_training_time_as_overhead():
     training_time = False
     seconds = 1.0
 
-  controller.Controller(train=lambda s, n: (s + n, None), target=2,
+  outer_loop.Controller(train=lambda s, n: (s + n, None), target=2,
                         steps_per_loop=1,
                         actions=[Slow(), SlowValidation()],
                         on_overhead=overheads.append).run(0)
@@ -297,19 +297,19 @@ def test_actions_are_fed_by_the_loop_and_what_they_produce_carries_on():
   produced, at this boundary and later ones; nothing else."""
   seen = []
 
-  class Produce(controller.Action):
+  class Produce(outer_loop.Action):
     every = 20
 
     def __call__(self, boundary):
       return {'validation': {'accuracy': boundary.step / 100}}
 
-  class Read(controller.Action):
+  class Read(outer_loop.Action):
     after = ('Produce',)
 
     def __call__(self, boundary):
       seen.append((boundary.step, boundary.output, boundary.validation))
 
-  end = controller.Controller(
+  end = outer_loop.Controller(
       train=lambda s, n: (s + n, f'output of {s}..{s + n}'), target=30,
       steps_per_loop=10, actions=[Produce(), Read()]).run(0)
   assert seen == [(10, 'output of 0..10', None),
@@ -317,51 +317,75 @@ def test_actions_are_fed_by_the_loop_and_what_they_produce_carries_on():
                   (30, 'output of 20..30', {'accuracy': 0.3})]
   assert end.validation == {'accuracy': 0.3}
 
-  class Rogue(controller.Action):
+  class Rogue(outer_loop.Action):
     def __call__(self, boundary):
       return {'anything': 1}
 
   with pytest.raises(ValueError, match="Rogue produced 'anything'"):
-    controller.Controller(train=lambda s, n: (s + n, None), target=1,
+    outer_loop.Controller(train=lambda s, n: (s + n, None), target=1,
                           steps_per_loop=1, actions=[Rogue()]).run(0)
 
 
 def test_an_action_before_one_it_needs_is_refused():
-  class First(controller.Action):
+  class First(outer_loop.Action):
     pass
 
-  class Second(controller.Action):
+  class Second(outer_loop.Action):
     after = ('First',)
 
-  controller.check_order([First(), Second()])
-  controller.check_order([Second()])  # what is absent constrains nothing
+  outer_loop.check_order([First(), Second()])
+  outer_loop.check_order([Second()])  # what is absent constrains nothing
   with pytest.raises(ValueError, match='Second must run after First'):
-    controller.Controller(train=lambda s, n: (s + n, None), target=1,
+    outer_loop.Controller(train=lambda s, n: (s + n, None), target=1,
                           steps_per_loop=1, actions=[Second(), First()])
 
 
 @pytest.mark.parametrize('histogram_every', [0, 10])
 def test_the_jobs_actions_come_in_the_order_their_needs_require(
     histogram_every):
-  order = [cls.__name__ for cls in actions.ORDER]
-  for cls in actions.ORDER:  # ORDER honours every action's needs
-    for needed in cls.after:
-      assert needed in order, (cls.__name__, needed)
-      assert order.index(needed) < order.index(cls.__name__)
   config = trainer.TrainerConfig(histogram_every=histogram_every)
-  built = actions.build(
-      config, evaluator=None, validation_split=None, summaries=None,
-      checkpoints=None, dashboard=None, average=None, progress=None,
-      window=None, optimizer=None, variables=[], signals=None, strategy=None)
+  parts = job.Parts(
+      trainer_config=config, evaluator=None, validation_split=None,
+      summaries=None, checkpoints=None, dashboard=None, average=None,
+      progress=None, window=None, optimizer=None, variables=[], signals=None,
+      strategy=None)
+  built = outer_loop.build(job.ACTIONS, parts)
   names = [type(a).__name__ for a in built]
-  assert names == [n for n in order
+  # Every module of loop/actions/ gives one action, in the order their
+  # `after`s fix (ties by name); histograms only when asked for.
+  expected = ['Validate', 'SaveCheckpoint', 'ShowProgress',
+              'WriteTrainSummaries', 'WriteGradientHistograms',
+              'StopOnSignal']
+  assert names == [n for n in expected
                    if histogram_every or n != 'WriteGradientHistograms']
-  controller.check_order(built)
+  modules = sorted(f[:-3] for f in os.listdir(os.path.join(
+      REPO, 'seqmnist', 'loop', 'actions')) if f.endswith('.py') and
+                   f != '__init__.py')
+  assert len(outer_loop.discover(job.ACTIONS)) == len(modules) == 6
+  outer_loop.check_order(built)
   # The cadences are the config's.
   every = {type(a).__name__: a.every for a in built}
   assert every['Validate'] == config.eval_every
   assert every['SaveCheckpoint'] == config.checkpoint_every
   assert every['WriteTrainSummaries'] == config.summary_every
+
+
+def test_actions_are_arranged_by_their_needs_alone():
+  def action(name, after=()):
+    return type(name, (outer_loop.Action,), {'after': after})()
+
+  last = action('Last', ('*',))
+  c = action('C', ('B',))
+  b = action('B', ('A',))
+  a = action('A')
+  z = action('Z')
+  arranged = outer_loop.arrange([last, c, z, b, a])
+  assert [type(x).__name__ for x in arranged] == ['A', 'B', 'C', 'Z', 'Last']
+  outer_loop.check_order(arranged)
+  with pytest.raises(ValueError, match='Last must run after'):
+    outer_loop.check_order([last, a])
+  with pytest.raises(ValueError, match='cannot all be met: P, Q'):
+    outer_loop.arrange([action('P', ('Q',)), action('Q', ('P',))])
 
 
 # Drift (the saved operative config read with gin's own parser) ----------------
@@ -392,8 +416,8 @@ def test_every_setting_added_since_the_first_run_dirs_declares_its_old_value():
   not resume."""
   saved = drift.parse_operative(
       open(os.path.join(FIXTURE, 'operative_config.gin')).read())
-  configs = {'Data': experiment.data.DataConfig,
-             'Model': experiment.models.ModelConfig,
+  configs = {'Data': experiment.pipeline.DataConfig,
+             'Model': experiment.network.ModelConfig,
              'Trainer': experiment.trainer.TrainerConfig,
              'Distribute': experiment.distribute.DistributeConfig,
              'Dashboard': experiment.dashboard.DashboardConfig}
@@ -478,7 +502,8 @@ def _modules():
   """Every module of the package, as the layer map names them."""
   found = []
   for folder, _, names in os.walk(os.path.join(REPO, 'seqmnist')):
-    package = os.path.relpath(folder, os.path.join(REPO, 'seqmnist'))
+    package = os.path.relpath(folder, os.path.join(REPO, 'seqmnist')).replace(
+        os.sep, '.')
     for f in sorted(names):
       if not f.endswith('.py') or (f == '__init__.py' and package != '.'):
         continue
@@ -493,48 +518,76 @@ def test_the_module_map_in_build_md_names_every_module():
   assert not missing, f'BUILD.md does not place {missing}'
 
 
+def _packages():
+  root = os.path.join(REPO, 'seqmnist')
+  return sorted(os.path.relpath(folder, root).replace(os.sep, '.')
+                for folder, _, names in os.walk(root)
+                if folder != root and '__init__.py' in names)
+
+
 def test_subpackage_inits_hold_only_a_docstring():
-  for package in ('tools', 'serving'):
-    tree = ast.parse(open(os.path.join(REPO, 'seqmnist', package,
+  packages = _packages()
+  assert {'config', 'data', 'model', 'optim', 'cluster', 'loop',
+          'loop.actions', 'serving', 'tools'} <= set(packages), packages
+  for package in packages:
+    tree = ast.parse(open(os.path.join(REPO, 'seqmnist', *package.split('.'),
                                        '__init__.py')).read())
     assert len(tree.body) == 1 and isinstance(tree.body[0], ast.Expr), package
 
 
+def test_at_most_ten_modules_sit_directly_in_the_package():
+  direct = [m for m in _modules() if '.' not in m]
+  assert len(direct) <= 10, direct
+
+
+def _imported(m):
+  """The seqmnist modules `m` imports (dotted, without 'seqmnist.'), and
+  its relative imports."""
+  tree = ast.parse(open(os.path.join(
+      REPO, 'seqmnist', m.replace('.', '/') + '.py')).read())
+  names, relative = [], []
+  packages = set(_packages()) | {''}
+  for node in ast.walk(tree):
+    if isinstance(node, ast.ImportFrom) and node.level:
+      relative.append(m)
+    elif isinstance(node, ast.ImportFrom) and (
+        node.module or '').startswith('seqmnist'):
+      inside = node.module[len('seqmnist.'):]
+      names += ([f'{inside}.{a.name}'.lstrip('.') for a in node.names]
+                if inside in packages else [inside])
+    elif isinstance(node, ast.Import):
+      names += [a.name[len('seqmnist.'):] for a in node.names
+                if a.name.startswith('seqmnist.')]
+  return names, relative
+
+
 def test_imports_only_run_downward():
-  """No module imports one of a higher layer (the map in BUILD.md)."""
+  """No module imports one of a higher layer, nor a folder its own may not
+  (tests/layers.py; the map in BUILD.md)."""
   sys.path.insert(0, os.path.join(REPO, 'tests'))
-  from layers import LAYERS  # pylint: disable=g-import-not-at-top
+  from layers import FOUNDATIONS, LAYERS, PACKAGES  # pylint: disable=g-import-not-at-top
   where = {m: i for i, layer in enumerate(LAYERS) for m in layer}
   modules = _modules()
   unplaced = [m for m in modules if m not in where]
   assert not unplaced, f'tests/layers.py does not place {unplaced}'
-  from seqmnist import moved  # pylint: disable=g-import-not-at-top
   bad = []
   for m in modules:
-    tree = ast.parse(open(os.path.join(
-        REPO, 'seqmnist', m.replace('.', '/') + '.py')).read())
-    for node in ast.walk(tree):
-      names = []
-      if isinstance(node, ast.ImportFrom) and node.level:
-        bad.append(f'{m} imports relatively (use `from seqmnist...`)')
-      elif isinstance(node, ast.ImportFrom) and (
-          node.module or '').startswith('seqmnist'):
-        inside = node.module[len('seqmnist.'):]
-        names = ([a.name if not inside else f'{inside}.{a.name}'
-                  for a in node.names]
-                 if inside in ('', 'tools', 'serving') else [inside])
-      elif isinstance(node, ast.Import):
-        names = [a.name[len('seqmnist.'):] for a in node.names
-                 if a.name.startswith('seqmnist.')]
-      for name in names:
-        if name in moved.MOVED:
-          bad.append(f'{m} imports {name} by its old name (now '
-                     f'{moved.MOVED[name]})')
-        elif name == '_fused_rnn':  # the op's library, loaded by fused.py
-          continue
-        elif name not in where:
-          bad.append(f'{m} imports {name}, which no layer places')
-        elif where[name] > where[m]:
-          bad.append(f'{m} (layer {where[m]}) imports {name} (layer '
-                     f'{where[name]})')
+    names, relative = _imported(m)
+    bad += [f'{r} imports relatively (use `from seqmnist...`)'
+            for r in relative]
+    folder = m.split('.')[0] if '.' in m else None
+    for name in names:
+      if name == '_fused_rnn':  # the op's library, loaded by model/fused.py
+        continue
+      if name not in where:
+        bad.append(f'{m} imports {name}, which no layer places')
+        continue
+      if where[name] > where[m]:
+        bad.append(f'{m} (layer {where[m]}) imports {name} (layer '
+                   f'{where[name]})')
+      target = name.split('.')[0] if '.' in name else (
+          '' if name in FOUNDATIONS else name)
+      if folder is not None and target not in PACKAGES[folder]:
+        bad.append(f'{m} (in {folder}/) imports {name}, which {folder}/ '
+                   'may not import')
   assert not bad, bad

@@ -28,7 +28,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import FAST, REPO, gin_params
-from seqmnist.cluster import expand_hostlist
+from seqmnist.cluster.discover import expand_hostlist
 from test_distribute import _local_cluster, assert_float_weights_close
 from test_main import _results, _weights
 from test_slurm import _follow_until_done, _job_field

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from conftest import REPO
-from seqmnist import gin_values
+from seqmnist.config import gin_text
 from seqmnist.tools import sweep_grid as sweep
 
 BASE = ('--gin_file=row.gin', '--gin_param=STEPS=30',
@@ -139,8 +139,12 @@ def test_sigterm_stops_gracefully_and_a_rerun_ends_as_uninterrupted(
     (('--sweep=UNITS=8', '--backend=slurm',
       '--sbatch_script=/nonexistent/train.sbatch'),
      'the Slurm script /nonexistent/train.sbatch is missing'),
+    (('--sweep=UNITS=8', '--backend=mesos'),
+     "--backend='mesos' is not one of 'local', 'slurm', 'kubernetes' (a "
+     'backend is registered by sweep_backends.register'),
 ], ids=['bad-value', 'unknown-name', 'empty', 'repeated', 'no-values',
-        'syntax', 'slurm-parallel', 'k8s-name', 'slurm-script'])
+        'syntax', 'slurm-parallel', 'k8s-name', 'slurm-script',
+        'unknown-backend'])
 def test_bad_sweeps_are_refused_before_anything_is_written(
     tmp_path, mnist_dir, axes, message):
   runs_dir = tmp_path / 'runs'
@@ -180,7 +184,7 @@ def test_axis_values_are_gin_values():
   axis = sweep.parse_axis('Trainer.clip_exclude=["a/", "b,c"],[]')
   assert axis.values == (['a/', 'b,c'], [])
   axis = sweep.parse_axis('Trainer.learning_rate=1e-3,@schedules.CosineDecay()')
-  assert [gin_values.text(v) for v in axis.values] == [
+  assert [gin_text.text(v) for v in axis.values] == [
       '0.001', '@schedules.CosineDecay()']
 
 

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from conftest import FAST, REPO, gin_params
-from seqmnist import data
-from seqmnist import drift
-from seqmnist import experiment
+from seqmnist.config import drift
+from seqmnist.data import pipeline
+from seqmnist.loop import experiment
 
 RUN = (*FAST, 'Trainer.steps=20', 'Trainer.eval_every=10',
        'Trainer.checkpoint_every=10', 'Data.batch_size=32')
@@ -77,11 +77,11 @@ def test_the_default_path_through_tfds_gives_the_run_of_the_idx_files(
 
 
 def test_the_content_split_does_not_depend_on_the_file_order(mnist_dir):
-  config = data.DataConfig()
-  (train_x, train_y), (test_x, test_y) = data._load_idx(config, mnist_dir)  # pylint: disable=protected-access
+  config = pipeline.DataConfig()
+  (train_x, train_y), (test_x, test_y) = pipeline._load_idx(config, mnist_dir)  # pylint: disable=protected-access
   shuffle = np.random.default_rng(7).permutation(len(train_y))
-  a = data._split(config, train_x, train_y, test_x, test_y, 'a')  # pylint: disable=protected-access
-  b = data._split(config, train_x[shuffle], train_y[shuffle], test_x[::-1],  # pylint: disable=protected-access
+  a = pipeline._split(config, train_x, train_y, test_x, test_y, 'a')  # pylint: disable=protected-access
+  b = pipeline._split(config, train_x[shuffle], train_y[shuffle], test_x[::-1],  # pylint: disable=protected-access
                   test_y[::-1], 'b')
   for name in ('train', 'validation', 'test'):
     np.testing.assert_array_equal(getattr(a, name).images,
@@ -89,9 +89,9 @@ def test_the_content_split_does_not_depend_on_the_file_order(mnist_dir):
     np.testing.assert_array_equal(getattr(a, name).labels,
                                   getattr(b, name).labels)
   # The file order scheme (runs made before) does depend on it.
-  file_config = data.DataConfig(split_scheme='file')
-  c = data._split(file_config, train_x, train_y, test_x, test_y, 'c')  # pylint: disable=protected-access
-  d = data._split(file_config, train_x[shuffle], train_y[shuffle], test_x,  # pylint: disable=protected-access
+  file_config = pipeline.DataConfig(split_scheme='file')
+  c = pipeline._split(file_config, train_x, train_y, test_x, test_y, 'c')  # pylint: disable=protected-access
+  d = pipeline._split(file_config, train_x[shuffle], train_y[shuffle], test_x,  # pylint: disable=protected-access
                   test_y, 'd')
   assert not np.array_equal(c.validation.labels, d.validation.labels)
 
@@ -106,7 +106,7 @@ def test_a_run_keeps_the_split_scheme_it_was_made_with():
 def _network_reaches(host):
   """The product's own probe: a connection to the host, or to the HTTPS
   proxy the environment configures for it (as TFDS's downloads would go)."""
-  from seqmnist import tfds_cache  # pylint: disable=g-import-not-at-top
+  from seqmnist.data import tfds_cache  # pylint: disable=g-import-not-at-top
   address, port, _ = tfds_cache.probe_address(host)
   try:
     socket.create_connection((address, port), timeout=5).close()
@@ -178,7 +178,7 @@ def test_prepare_tfds_bad_input_is_one_line(case, mnist_copy, tmp_path):
 
 
 def test_behind_a_proxy_the_probe_asks_the_proxy(monkeypatch):
-  from seqmnist import tfds_cache  # pylint: disable=g-import-not-at-top
+  from seqmnist.data import tfds_cache  # pylint: disable=g-import-not-at-top
   with socket.socket() as closed:  # a port nothing listens on
     closed.bind(('127.0.0.1', 0))
     port = closed.getsockname()[1]
@@ -190,7 +190,7 @@ def test_behind_a_proxy_the_probe_asks_the_proxy(monkeypatch):
   monkeypatch.setenv('HTTPS_PROXY', f'http://127.0.0.1:{port}')
   assert tfds_cache.probe_address('storage.googleapis.com') == (
       '127.0.0.1', port, f'storage.googleapis.com via the proxy 127.0.0.1:{port}')
-  with pytest.raises(data.DataError, match=(
+  with pytest.raises(pipeline.DataError, match=(
       rf'no network: .*\(storage.googleapis.com via the proxy '
       rf'127.0.0.1:{port}: Connection refused\)')):
     tfds_cache.check_network(tfds_cache.builder('mnist', None))

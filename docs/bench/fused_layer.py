@@ -1,5 +1,5 @@
 """One GRU/LSTM layer's forward + backward, Keras' step loop against the
-fused oneDNN op (seqmnist/fused.py), on the same variables, in one process.
+fused oneDNN op (seqmnist/model/fused.py), on the same variables, in one process.
 
   TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 OMP_NUM_THREADS=2 \
       python docs/bench/fused_layer.py gru 784 1
@@ -17,7 +17,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from seqmnist import fused, rnn_layers
+from seqmnist.model import fused
+
+from seqmnist.model import rnn_layers
 
 cell = sys.argv[1]
 steps, features = int(sys.argv[2]), int(sys.argv[3])

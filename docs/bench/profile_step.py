@@ -3,7 +3,7 @@
   python docs/bench/profile_step.py [lstm|gru] [row|pixel]
 
 Traces 20 steps (row; 3 for pixel) of the framework's model
-(`seqmnist.models.build`: the cell with 128 units + Dense 10, no BatchNorm),
+(`seqmnist.model.network.build`: the cell with 128 units + Dense 10, no BatchNorm),
 batch 128, RMSProp, one tf.function per step, data in memory, with
 tf.profiler, reads the host trace (XSpace protobuf) and sums the duration of
 every TensorFlow op by type over the executor threads. Printed: the wall time
@@ -25,14 +25,14 @@ import keras
 import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-from seqmnist import models
+from seqmnist.model import network
 
 cell = sys.argv[1] if len(sys.argv) > 1 else 'lstm'
 task = sys.argv[2] if len(sys.argv) > 2 else 'row'
 steps, features = {'row': (28, 28), 'pixel': (784, 1)}[task]
 measured = 20 if task == 'row' else 3
 keras.utils.set_random_seed(0)
-model = models.build(models.ModelConfig(cell=cell, units=128), (steps, features),
+model = network.build(network.ModelConfig(cell=cell, units=128), (steps, features),
                      10, seed=0)  # the framework's model, no BatchNorm
 optimizer = keras.optimizers.RMSprop(1e-3)
 loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

@@ -29,14 +29,14 @@ cli.import_tensorflow_quietly()  # before the modules below import it
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf
 
-from seqmnist import averaging
-from seqmnist import checkpoints
 from seqmnist import gin_files
-from seqmnist import data
-from seqmnist import drift
-from seqmnist import experiment
 from seqmnist import rundir
+from seqmnist.config import drift
+from seqmnist.data import pipeline
 from seqmnist.errors import UserError, exit_on_error
+from seqmnist.loop import checkpoints
+from seqmnist.loop import experiment
+from seqmnist.optim import averaging
 
 SIGNATURE = 'serving_default'
 METADATA = 'seqmnist_export.json'
@@ -56,7 +56,7 @@ _ALLOW_GIN_IMPORTS = flags.DEFINE_boolean(
 class _Serving(tf.Module):
   """The model behind a raw-image signature."""
 
-  def __init__(self, model, data_config: data.DataConfig):
+  def __init__(self, model, data_config: pipeline.DataConfig):
     super().__init__()
     self.model = model
     self._data_config = data_config
@@ -65,7 +65,7 @@ class _Serving(tf.Module):
         tf.TensorSpec([None, size, size], tf.uint8, name='images')])
 
   def _serve(self, images):
-    sequences = data.to_sequences(images, self._data_config)
+    sequences = pipeline.to_sequences(images, self._data_config)
     logits = tf.cast(self.model(sequences, training=False), tf.float32)
     return {'probabilities': tf.nn.softmax(logits)}
 
@@ -122,15 +122,13 @@ def export(model_dir: str, export_dir: str, weights: str = 'best',
   configs = dataclasses.replace(configs, model=dataclasses.replace(
       configs.model, implementation='keras'))
   model = experiment.build_model(configs)
-  average = None
-  if configs.trainer.ema_decay:  # the weights validation saw
-    average = averaging.WeightAverage(model.trainable_variables,
-                                      configs.trainer.ema_decay)
-  extra = {'average': average.trackable()} if average else {}
-  tf.train.Checkpoint(model=model, **extra).read(path).expect_partial()
+  # With a weight average, the weights validation saw.
+  average = averaging.make(model.trainable_variables,
+                           configs.trainer.ema_decay)
+  tf.train.Checkpoint(model=model, **averaging.checkpoint_items(
+      average)).read(path).expect_partial()
   if average:
-    for variable, value in zip(model.trainable_variables, average.averages):
-      variable.assign(value)
+    average.copy_into_model()
   serving = _Serving(model, configs.data)
   metadata = {
       'checkpoint': path, 'order': configs.data.order,

@@ -25,8 +25,8 @@ cli.import_tensorflow_quietly()  # before the modules below import it
 import numpy as np
 import tensorflow as tf
 
-from seqmnist import files
-from seqmnist import idx
+from seqmnist import user_files
+from seqmnist.data import idx
 from seqmnist.errors import DataError, UserError, exit_on_error
 
 _EXPORT_DIR = flags.DEFINE_string('export_dir', None,
@@ -84,14 +84,14 @@ def _ink(path: str) -> tf.Tensor:
 def load_images(path: str, invert: bool = False, size: int = 28):
   """[(name, uint8 [n, size, size])] from a PNG or IDX file (told apart by
   their content, not their names); a PNG of another size is resized."""
-  files.check_regular(path, 'a PNG or IDX file')
+  user_files.check_regular(path, 'a PNG or IDX file')
   with open(path, 'rb') as f:
     kind = idx.image_format(f.read(8))
   if kind not in (None, 'PNG'):
     raise UserError(f'{path} is a {kind} image; predict reads PNG and IDX '
                     'files (convert it to PNG)')
   if kind == 'PNG':
-    files.check_regular(path, 'a PNG', MAX_PNG_BYTES)
+    user_files.check_regular(path, 'a PNG', MAX_PNG_BYTES)
     image = _ink(path)
     if image.shape[:2] != (size, size):
       image = tf.image.resize(image, [size, size], method='area')
@@ -124,7 +124,7 @@ def predict(export_dir: str, paths, invert=False, batch_size=1000):
   if batch_size < 1:
     raise UserError(f'--batch_size={batch_size} must be >= 1')
   for path in paths:  # what is wrong with a path shows before the model loads
-    files.check_regular(path, 'a PNG or IDX file')
+    user_files.check_regular(path, 'a PNG or IDX file')
   serve = tf.saved_model.load(export_dir).signatures['serving_default']
   # The image size the model was exported for (its dataset's).
   size = int(serve.structured_input_signature[1]['images'].shape[1])
@@ -150,7 +150,7 @@ def predict(export_dir: str, paths, invert=False, batch_size=1000):
 def accuracy(predictions, labels_path: str) -> float:
   """The fraction of `predictions` (of one IDX image file) whose digit is
   the label at the same index of the IDX label file."""
-  files.check_regular(labels_path, 'an IDX label file')
+  user_files.check_regular(labels_path, 'an IDX label file')
   labels = idx.read(labels_path, expected_ndim=1)
   if len(labels) != len(predictions):
     raise DataError(f'--labels={labels_path} holds {len(labels)} labels for '
@@ -161,7 +161,7 @@ def accuracy(predictions, labels_path: str) -> float:
 
 def _predict_and_score(paths):
   if _LABELS.value is not None:  # before the images: a FIFO would block
-    files.check_regular(_LABELS.value, 'an IDX label file')
+    user_files.check_regular(_LABELS.value, 'an IDX label file')
   lines = predict(_EXPORT_DIR.value, paths, _INVERT.value, _BATCH.value)
   if _LABELS.value is None:
     return lines, None

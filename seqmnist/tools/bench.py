@@ -52,8 +52,8 @@ import time
 
 from absl import flags
 
-from seqmnist import cells
 from seqmnist import cli
+from seqmnist.model import cells
 from seqmnist.tools.bench_measurements import Spec, measure, step_matmul_gflops
 
 VARIANTS = {

@@ -11,7 +11,8 @@ import dataclasses
 import tempfile
 import time
 
-from seqmnist import cells
+from seqmnist.errors import UserError
+from seqmnist.model import cells
 
 # Each task's shipped gin file.
 TASK_GIN_FILES = {'row': 'row.gin', 'pixel': 'pixel.gin'}
@@ -48,13 +49,13 @@ def _parse(spec: Spec, **extra):
 
 
 def _measure_trainer(spec: Spec, **extra) -> dict:
-  from seqmnist import train_eval  # pylint: disable=g-import-not-at-top
+  from seqmnist.loop import job  # pylint: disable=g-import-not-at-top
   # The first loop traces and is left out; then `steps` measured steps.
   total = spec.steps_per_loop + spec.steps
   _parse(spec, **{'Trainer.steps': total, 'Trainer.eval_every': total,
                   'Trainer.checkpoint_every': total // 2, **extra})
   with tempfile.TemporaryDirectory() as model_dir:
-    results = train_eval.train_and_evaluate(model_dir, spec.data_dir)
+    results = job.train_and_evaluate(model_dir, spec.data_dir)
   return {'examples_per_second': results['train_examples_per_second']}
 
 
@@ -62,25 +63,28 @@ def _experiment(spec: Spec):
   """The trainer's own experiment (strategy, data, model, optimizer, step
   options), from the task's gin file and the spec's bindings."""
   # pylint: disable=g-import-not-at-top
-  from seqmnist import data, distribute, experiment
+  from seqmnist.data import pipeline
+  from seqmnist.cluster import distribute
+  from seqmnist.loop import experiment
   _parse(spec)
   configs = experiment.Configs.from_gin()
   strategy = distribute.make_strategy(configs.distribute)
   configs.check_with(strategy)
-  splits = data.load(configs.data, spec.data_dir)
+  splits = pipeline.load(configs.data, spec.data_dir)
   return experiment.build(configs, strategy, splits)
 
 
 def _measure_core(spec: Spec, in_memory: bool) -> dict:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from seqmnist import data, steps  # pylint: disable=g-import-not-at-top
+  from seqmnist.data import pipeline
+  from seqmnist.loop import steps  # pylint: disable=g-import-not-at-top
   exp = _experiment(spec)
   configs = exp.configs
   loop = steps.make_train_loop(exp.strategy, exp.model, exp.optimizer,
                                exp.step_options)
 
   def dataset_fn(ctx):
-    ds = data.train_dataset(exp.splits.train, configs.data,
+    ds = pipeline.train_dataset(exp.splits.train, configs.data,
                             seed=configs.trainer.seed, start_step=0,
                             input_context=ctx)
     return ds.take(1).cache().repeat() if in_memory else ds
@@ -99,14 +103,15 @@ def _measure_core(spec: Spec, in_memory: bool) -> dict:
 
 def _measure_keras_fit(spec: Spec, jit_compile='auto') -> dict:
   import keras  # pylint: disable=g-import-not-at-top
-  from seqmnist import data, experiment  # pylint: disable=g-import-not-at-top
+  from seqmnist.data import pipeline
+  from seqmnist.loop import experiment  # pylint: disable=g-import-not-at-top
   # No op determinism: a Keras user does not ask for it, and with it Keras
   # turns 'auto' XLA off. Keras' own layers, as a Keras user has them.
   _parse(spec, **{'Trainer.deterministic': False,
                   'Model.implementation': "'keras'"})
   configs = experiment.Configs.from_gin()
   data_config, config = configs.data, configs.trainer
-  splits = data.load(data_config, spec.data_dir)
+  splits = pipeline.load(data_config, spec.data_dir)
   experiment.seed_everything(configs)
   model = experiment.build_model(configs)
   # What a Keras user writes: clipnorm clips each variable (the head too).
@@ -119,7 +124,7 @@ def _measure_keras_fit(spec: Spec, jit_compile='auto') -> dict:
                 loss=keras.losses.SparseCategoricalCrossentropy(
                     from_logits=True),
                 metrics=['accuracy'], jit_compile=jit_compile)
-  dataset = data.train_dataset(splits.train, data_config, seed=config.seed,
+  dataset = pipeline.train_dataset(splits.train, data_config, seed=config.seed,
                                start_step=0)
   model.fit(dataset, steps_per_epoch=spec.steps_per_loop, epochs=1,
             verbose=0)  # trace + warm up
@@ -136,15 +141,16 @@ def _measure_torch(spec: Spec) -> dict:
   except ImportError:
     return {'skipped': 'torch is not installed (pip install -e ".[bench]")'}
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from seqmnist import data, experiment  # pylint: disable=g-import-not-at-top
+  from seqmnist.data import pipeline
+  from seqmnist.loop import experiment  # pylint: disable=g-import-not-at-top
   _parse(spec)
   configs = experiment.Configs.from_gin()
   data_config, config = configs.data, configs.trainer
-  splits = data.load(data_config, spec.data_dir)
+  splits = pipeline.load(data_config, spec.data_dir)
   torch.manual_seed(config.seed)
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
   n = (spec.steps + 3) * spec.batch_size
-  x = torch.from_numpy(data.to_sequences(
+  x = torch.from_numpy(pipeline.to_sequences(
       tf.constant(splits.train.images[:n]), data_config).numpy()).to(device)
   y = torch.from_numpy(splits.train.labels[:n].astype('int64')).to(device)
   steps_, features = data_config.sequence_shape
@@ -191,41 +197,31 @@ def bare_recurrence(cell: str, units: int, features: int, seed: int = 0):
   reset_after [z, r, h] with a recurrent bias, LSTM [i, f, c, o]), a dense
   head on the last output, softmax cross-entropy."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  gates = cells.get(cell).gates
+  entry = cells.get(cell)
+  if entry.bare_step is None:
+    raise UserError(f'cell {cell!r} has no bare recurrence written out '
+                    '(cells.Cell.bare_step) for the limit variant')
+  gates = entry.gates
   init = tf.keras.initializers.GlorotUniform(seed)
   kernel = tf.Variable(init([features, gates * units]))
   recurrent = tf.Variable(tf.keras.initializers.Orthogonal(seed)(
       [units, gates * units]))
   bias = tf.Variable(tf.zeros([gates * units]))
-  recurrent_bias = tf.Variable(tf.zeros([gates * units]))  # GRU only
+  recurrent_bias = tf.Variable(tf.zeros([gates * units]))
   head = tf.Variable(init([units, 10]))
   head_bias = tf.Variable(tf.zeros([10]))
   variables = [kernel, recurrent, bias, head, head_bias]
-  if cell == 'gru':
+  if entry.recurrent_bias:
     variables.append(recurrent_bias)
+
+  def step(state, xt):
+    return entry.bare_step(state, xt, recurrent, recurrent_bias)
 
   def loss_fn(x, y):  # x: [B, T, F]
     batch = tf.shape(x)[0]
     projected = tf.einsum('btf,fg->tbg', x, kernel) + bias  # one matmul
-    h = tf.zeros([batch, units])
-    c = tf.zeros([batch, units])
-
-    def gru_step(h, xt):
-      hz, hr, hh = tf.split(tf.matmul(h, recurrent) + recurrent_bias, 3, -1)
-      xz, xr, xh = tf.split(xt, 3, -1)
-      z, r = tf.sigmoid(xz + hz), tf.sigmoid(xr + hr)
-      return z * h + (1 - z) * tf.tanh(xh + r * hh)
-
-    def lstm_step(state, xt):
-      h, c = state
-      i, f, g, o = tf.split(xt + tf.matmul(h, recurrent), 4, -1)
-      c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
-      return tf.sigmoid(o) * tf.tanh(c), c
-
-    if cell == 'gru':
-      last = tf.scan(gru_step, projected, initializer=h)[-1]
-    else:
-      last = tf.scan(lstm_step, projected, initializer=(h, c))[0][-1]
+    initial = (tf.zeros([batch, units]),) * entry.bare_states
+    last = tf.scan(step, projected, initializer=initial)[0][-1]
     logits = tf.matmul(last, head) + head_bias
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=y, logits=logits))
@@ -238,11 +234,12 @@ def _measure_limit(spec: Spec) -> dict:
   in-memory batch, `steps_per_loop` steps per tf.function call: what the
   framework's loop is measured against."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from seqmnist import data, experiment  # pylint: disable=g-import-not-at-top
+  from seqmnist.data import pipeline
+  from seqmnist.loop import experiment  # pylint: disable=g-import-not-at-top
   _parse(spec)
   data_config = experiment.Configs.from_gin().data
-  splits = data.load(data_config, spec.data_dir)
-  x = data.to_sequences(tf.constant(splits.train.images[:spec.batch_size]),
+  splits = pipeline.load(data_config, spec.data_dir)
+  x = pipeline.to_sequences(tf.constant(splits.train.images[:spec.batch_size]),
                         data_config)
   y = tf.constant(splits.train.labels[:spec.batch_size])
   variables, loss_fn = bare_recurrence(spec.cell, spec.units,
@@ -299,7 +296,7 @@ def measure(spec: Spec) -> dict:
   if spec.variant == 'ours_keras':
     return _measure_trainer(spec, **{'Model.implementation': "'keras'"})
   if spec.variant == 'ours_fused':
-    from seqmnist import fused  # pylint: disable=g-import-not-at-top
+    from seqmnist.model import fused  # pylint: disable=g-import-not-at-top
     if not fused.available():
       return {'skipped': f'the fused op is not available: {fused.why()}'}
     return _measure_trainer(spec, **{'Model.implementation': "'fused'"})

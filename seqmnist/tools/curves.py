@@ -25,10 +25,10 @@ from absl import logging
 from seqmnist import cli
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from seqmnist import drift
-from seqmnist.tools import report
 from seqmnist import rundir as rundir_lib
+from seqmnist.config import drift
 from seqmnist.errors import UserError, exit_on_error
+from seqmnist.tools import report
 
 _MODEL_DIR = flags.DEFINE_multi_string('model_dir', [], 'A run (repeatable).')
 _OUT = flags.DEFINE_string('out', None, 'The PNG to write.')

@@ -17,7 +17,7 @@ from seqmnist import cli
 cli.import_tensorflow_quietly()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from seqmnist import tfds_cache
+from seqmnist.data import tfds_cache
 from seqmnist.errors import UserError, exit_on_error
 
 _IDX_DIR = flags.DEFINE_string(

@@ -26,10 +26,10 @@ cli.import_tensorflow_quietly()
 import tensorflow as tf
 from tensorboard.compat.proto import event_pb2
 
-from seqmnist import checkpoints as checkpoints_lib
-from seqmnist import drift
 from seqmnist import rundir as rundir_lib
+from seqmnist.config import drift
 from seqmnist.errors import UserError, exit_on_error
+from seqmnist.loop import checkpoints as checkpoints_lib
 
 _MODEL_DIR = flags.DEFINE_string('model_dir', None, 'The finished run.')
 _OUT = flags.DEFINE_string('out', None, 'The release folder to create.')

@@ -26,8 +26,8 @@ from absl import flags
 from absl import logging
 
 from seqmnist import cli
-from seqmnist import drift
 from seqmnist import rundir
+from seqmnist.config import drift
 from seqmnist.errors import UserError, exit_on_error
 
 SEED = 'Trainer.seed'
@@ -84,12 +84,12 @@ def read_run(run: str) -> dict:
   if bindings:
     # A run made before a setting existed ran with its earlier value: so
     # it is grouped, as it resumes (drift.earlier_defaults).
-    from seqmnist import experiment  # pylint: disable=g-import-not-at-top
+    from seqmnist.loop import experiment  # pylint: disable=g-import-not-at-top
     for key, value in experiment.ADDED_LATER.items():
       bindings.setdefault(key, value)
   steps = bindings.get('Trainer.steps')
   results = run_dir.read_results()
-  from seqmnist import checkpoints  # pylint: disable=g-import-not-at-top
+  from seqmnist.loop import checkpoints  # pylint: disable=g-import-not-at-top
   present = checkpoints.on_disk(run_dir.checkpoints)
   step = (results or {}).get('global_step')
   if step is None and present:

@@ -5,8 +5,9 @@ r"""`python -m seqmnist.tools.sweep`: run a grid of gin bindings (see sweep_grid
       --runs_dir=DIR [--data_dir=DIR] [--parallel=N] \
       [--backend=local|slurm|kubernetes] [--allow_gin_imports]
 
-slurm submits one job array (sweep_cluster.py); kubernetes prints a ConfigMap
-and an Indexed Job for `kubectl apply -f -`.
+The backends are the registry of sweep_backends.py: local processes, a Slurm
+job array (submitted), a Kubernetes ConfigMap and Indexed Job (printed for
+`kubectl apply -f -`), and any registered by a module a gin file imports.
 """
 
 import sys
@@ -15,9 +16,10 @@ from absl import flags
 
 from seqmnist import cli
 from seqmnist.errors import UserError, exit_on_error
-from seqmnist.tools.sweep_grid import LocalBackend, Sweep, check_points
-from seqmnist.tools.sweep_grid import parse_axis, prepare_runs_dir
+from seqmnist.tools import sweep_backends
 from seqmnist.tools import sweep_cluster
+from seqmnist.tools.sweep_grid import parse_axis, prepare_runs_dir
+from seqmnist.tools.sweep_grid import Sweep, check_points
 
 _GIN_FILE = flags.DEFINE_multi_string(
     'gin_file', [], 'Gin config file(s) of every point (see seqmnist.main).')
@@ -34,10 +36,10 @@ _ALLOW_GIN_IMPORTS = flags.DEFINE_boolean(
     'allow_gin_imports', False, 'As for seqmnist.main: permit `import` '
     'statements in the gin files and bindings (a cell or dataset registered '
     'in your own module); every point runs with it.')
-_BACKEND = flags.DEFINE_enum(
-    'backend', 'local', ['local', 'slurm', 'kubernetes'],
-    'Where the points run: local processes, a Slurm job array (submitted), '
-    'or a Kubernetes Indexed Job (printed on stdout).')
+_BACKEND = flags.DEFINE_string(
+    'backend', 'local', 'Where the points run (sweep_backends.py): local '
+    'processes, slurm (a job array, submitted), kubernetes (an Indexed Job, '
+    'printed on stdout), or a backend a gin file\'s module registers.')
 _PARALLEL = flags.DEFINE_integer(
     'parallel', 1, 'Points run at once (slurm: the array\'s %M throttle, '
     'kubernetes: the Job\'s parallelism; 0 there means no limit).')
@@ -55,34 +57,29 @@ _K8S_NAME = flags.DEFINE_string(
 def _sweep() -> int:
   if not _GIN_FILE.value:
     raise UserError('--gin_file is required, e.g. --gin_file=row.gin')
-  least = 1 if _BACKEND.value == 'local' else 0
-  if _PARALLEL.value < least:
-    raise UserError(f'--parallel={_PARALLEL.value} must be >= {least}' +
-                    ('' if least else ' (0: no limit)'))
   sweep = Sweep(tuple(_GIN_FILE.value), tuple(_GIN_PARAM.value),
                 tuple(parse_axis(text) for text in _SWEEP.value),
                 allow_imports=_ALLOW_GIN_IMPORTS.value)
   cli.import_tensorflow_quietly()  # the points' configs build Keras objects
   points = sweep.points()  # an empty grid or a repeated axis fails here
-  steps = check_points(sweep)  # every point, before anything is written
-  if _BACKEND.value == 'kubernetes':  # paths are the pods'; nothing local
-    if not _RUNS_DIR.value:
-      raise UserError('--runs_dir is required: the sweep\'s folder as the '
-                      'pods see it, e.g. /runs/sweep')
-    sys.stdout.write(sweep_cluster.render_indexed_job(
-        sweep, _RUNS_DIR.value, _DATA_DIR.value, _PARALLEL.value,
-        name=_K8S_NAME.value))
-    return 0
-  if _BACKEND.value == 'slurm':
-    sweep_cluster.check_slurm(_SBATCH_SCRIPT.value)
-  prepare_runs_dir(_RUNS_DIR.value, sweep)
-  print(f'sweep: {len(points)} point(s) in {_RUNS_DIR.value}', file=sys.stderr)
-  if _BACKEND.value == 'slurm':
-    return sweep_cluster.SlurmBackend(
-        sweep, _RUNS_DIR.value, _DATA_DIR.value, _PARALLEL.value, steps,
-        sbatch_args=_SBATCH_ARG.value, script=_SBATCH_SCRIPT.value).run()
-  return LocalBackend(sweep, _RUNS_DIR.value, _DATA_DIR.value,
-                      _PARALLEL.value, steps).run()
+  # Every point, before anything is written (its gin files' imports, which
+  # may register a backend, run here).
+  steps = check_points(sweep)
+  backend = sweep_backends.get(_BACKEND.value)
+  least = backend.least_parallel
+  if _PARALLEL.value < least:
+    raise UserError(f'--parallel={_PARALLEL.value} must be >= {least}' +
+                    ('' if least else ' (0: no limit)'))
+  options = sweep_backends.Options(
+      runs_dir=_RUNS_DIR.value, data_dir=_DATA_DIR.value,
+      parallel=_PARALLEL.value, sbatch_args=tuple(_SBATCH_ARG.value),
+      sbatch_script=_SBATCH_SCRIPT.value, k8s_name=_K8S_NAME.value)
+  backend.check(options)
+  if backend.local_runs_dir:
+    prepare_runs_dir(_RUNS_DIR.value, sweep)
+    print(f'sweep: {len(points)} point(s) in {_RUNS_DIR.value}',
+          file=sys.stderr)
+  return backend.run(sweep, options, steps)
 
 
 def main(argv):

@@ -29,8 +29,8 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 from seqmnist import rundir
-from seqmnist.tools import sweep_grid
 from seqmnist.errors import UserError, first_line
+from seqmnist.tools import sweep_grid
 
 ARRAY_DIR = 'slurm'
 K8S_POINTS_MOUNT = '/sweep'

@@ -33,8 +33,8 @@ import time
 import tokenize
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from seqmnist import gin_values
 from seqmnist import rundir
+from seqmnist.config import gin_text
 from seqmnist.errors import UserError, first_line
 
 SWEEP_FILE = 'sweep.json'
@@ -66,7 +66,7 @@ def parse_axis(text: str) -> Axis:
     raise UserError(f'--sweep={text!r} must be NAME=VALUE[,VALUE...], e.g. '
                     '--sweep="Trainer.seed=0,1,2"')
   try:
-    statements = list(gin_values.statements(f'_axis = [{values}]'))
+    statements = list(gin_text.statements(f'_axis = [{values}]'))
   except (SyntaxError, tokenize.TokenError) as e:
     why = e.args[0] if isinstance(e, tokenize.TokenError) else first_line(e)
     raise UserError(f'--sweep={text!r}: the values do not parse as gin '
@@ -74,7 +74,7 @@ def parse_axis(text: str) -> Axis:
   parsed = tuple(statements[0].value)
   if not parsed:
     raise UserError(f'--sweep={text!r} has no values')
-  if len({gin_values.text(v) for v in parsed}) != len(parsed):
+  if len({gin_text.text(v) for v in parsed}) != len(parsed):
     raise UserError(f'--sweep={text!r} repeats a value')
   return Axis(name, parsed)
 
@@ -102,10 +102,10 @@ def grid(axes: Sequence[Axis]) -> List[Point]:
     raise UserError('give at least one --sweep="NAME=VALUE,..." axis')
   points = []
   for i, values in enumerate(itertools.product(*(a.values for a in axes))):
-    bindings = tuple(f'{a.name}={gin_values.text(v)}'
+    bindings = tuple(f'{a.name}={gin_text.text(v)}'
                      for a, v in zip(axes, values))
     readable = ','.join(
-        f'{a.name}={gin_values.text(v).strip(chr(39) + chr(34))}'
+        f'{a.name}={gin_text.text(v).strip(chr(39) + chr(34))}'
         for a, v in zip(axes, values))
     points.append(Point(i, _safe(readable)[:200], bindings))
   counts = {}
@@ -131,7 +131,7 @@ class Sweep:
   def to_json(self) -> dict:
     return {'gin_files': list(self.gin_files),
             'gin_params': list(self.gin_params),
-            'axes': [[a.name, [gin_values.text(v) for v in a.values]]
+            'axes': [[a.name, [gin_text.text(v) for v in a.values]]
                      for a in self.axes]}
 
   def points(self) -> List[Point]:
@@ -146,7 +146,7 @@ def check_points(sweep: Sweep) -> Dict[str, int]:
   """
   # pylint: disable=g-import-not-at-top
   from seqmnist import gin_files
-  from seqmnist import experiment
+  from seqmnist.loop import experiment
   steps = {}
   for point in sweep.points():
     try:
