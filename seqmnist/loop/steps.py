@@ -1,9 +1,11 @@
 """What one training or evaluation step computes, and the loops that run them.
 
-This is the inner side of the loop/step boundary: `trainer.py` owns step
-counting, checkpoints, summaries and timing, and calls the `tf.function`s
-built here, each running many steps per call (`tf.range` inside), and each
-returning metric *sums* reduced over every replica and worker.
+This is the step side of the loop/step boundary: the outer loop
+(`outer_loop.py`) decides where each call stops and its actions checkpoint
+and summarise at the boundaries; the inner loop (`trainer.py`) calls the
+`tf.function`s built here and times them. Each runs many steps per call
+(`tf.range` inside) and returns metric *sums* reduced over every replica and
+worker.
 
 The train step under a strategy with R replicas at global batch B:
   1. each replica's loss is its share of the global mean: sum of per-example

@@ -21,7 +21,7 @@ class SplitGateGRUCell(keras.layers.GRUCell):
   blocks as slices `matrix_inner[:, :units]`, ...; the gradient of each slice
   is a StridedSliceGrad that writes a zero-padded [batch, 3 * units] tensor,
   three per time step. Profiled on the row task, those were a quarter of the
-  step's op time (docs/benchmarks.md, issue 16). `split` has a concat as
+  step's op time (docs/benchmarks.md). `split` has a concat as
   gradient instead. The values are the same (slicing and splitting copy the
   same numbers; adding the zero padding is exact): outputs and gradients are
   bit for bit Keras' (tests/test_models.py). Only the generic step changes:
