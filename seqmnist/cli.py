@@ -11,6 +11,7 @@ that is not an error, and a bad config prints its one line and nothing else.
 """
 
 import contextlib
+import logging as py_logging
 import os
 import sys
 import tempfile
@@ -81,15 +82,57 @@ def _hidden(names):
         del sys.modules[name]
 
 
+def _verbose(args) -> bool:
+  """Whether the command line asks for absl's DEBUG records (--verbosity=1
+  or more, -v 1): then TensorFlow's own records are shown too."""
+  for i, arg in enumerate(args):
+    name, equals, value = arg.lstrip('-').partition('=')
+    if name in ('verbosity', 'v'):
+      if not equals and i + 1 < len(args):
+        value = args[i + 1]
+      try:
+        return int(value) >= 1
+      except ValueError:
+        return False
+  return False
+
+
 def import_tensorflow_quietly() -> None:
   """Imports TensorFlow (and Keras) and lets it probe for GPUs, with the
   start-up records of both captured; call before importing any module that
   imports TensorFlow. (Physical devices only: listing them does not start
-  the runtime, which MultiWorkerMirroredStrategy must configure first.)"""
+  the runtime, which MultiWorkerMirroredStrategy must configure first.)
+
+  TensorFlow's records of routine work (a save's "Sharding callback
+  duration", tf.data's "Memory patch applied" and "will not be optimized",
+  an export's "Assets written to") are kept off the terminal as well: its
+  C++ logging at errors only (TF_CPP_MIN_LOG_LEVEL=2, unless the
+  environment sets it) and its Python logger at warnings, unless
+  --verbosity is 1 or more."""
+  verbose = _verbose(sys.argv[1:])
+  if not verbose:
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   with quiet_stderr('TensorFlow start-up'), _hidden(KERAS_EXTRAS_NOT_USED):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     import keras  # pylint: disable=g-import-not-at-top,unused-import
     tf.config.list_physical_devices('GPU')
+  if not verbose:
+    py_logging.getLogger('tensorflow').setLevel(py_logging.WARNING)
+    # TensorFlow's modules that log through absl (its checkpoint saver).
+    _TENSORFLOW_DIRS.extend(os.path.dirname(m.__file__) + os.sep
+                            for m in (tf, keras))
+    py_logging.getLogger('absl').addFilter(_tensorflow_info_filter)
+
+
+# The folders of TensorFlow's and Keras' own code (import_tensorflow_quietly).
+_TENSORFLOW_DIRS = []
+
+
+def _tensorflow_info_filter(record) -> bool:
+  """False for an INFO or DEBUG record logged from TensorFlow's or Keras'
+  own code."""
+  return record.levelno >= py_logging.WARNING or not any(
+      record.pathname.startswith(d) for d in _TENSORFLOW_DIRS)
 
 
 def run(program: str, main) -> None:
@@ -102,6 +145,12 @@ def run(program: str, main) -> None:
     except flags.Error as e:
       print(f'{program}: error: {e} (see --helpshort)', file=sys.stderr)
       sys.exit(EXIT_BAD_INPUT)
+    except SystemExit as e:
+      # absl's help flags print the help and exit 1; asking for help
+      # succeeds.
+      if e.code == 1 and _asks_for_help(argv[1:]):
+        sys.exit(0)
+      raise
     return argv
 
   def main_with_captured_records(argv):
@@ -109,6 +158,20 @@ def run(program: str, main) -> None:
     return main(argv)
 
   app.run(main_with_captured_records, flags_parser=parse)
+
+
+# absl's flags that print help and exit.
+HELP_FLAGS = ('help', 'helpshort', 'helpfull', 'helpxml', '?', 'h')
+
+
+def _asks_for_help(args) -> bool:
+  for arg in args:
+    if arg == '--':
+      return False
+    name = arg.lstrip('-').split('=', 1)[0]
+    if arg.startswith('-') and name in HELP_FLAGS:
+      return True
+  return False
 
 
 def no_positional_arguments(program: str, argv) -> None:

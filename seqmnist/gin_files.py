@@ -9,6 +9,7 @@ and the config is finalized, so nothing rebinds it after parsing.
 
 import logging
 import os
+import re
 import tokenize
 from typing import List, Sequence
 
@@ -98,6 +99,34 @@ def _imports(text: str, where: str, seen: set) -> List[str]:
   return found
 
 
+def check_bindings(gin_params: Sequence[str]) -> None:
+  """Raises ConfigError naming the first --gin_param that is not gin, with
+  the likely fix: gin itself reads them as one text and names only a line
+  of it, or a Python AST node."""
+  for param in gin_params:
+    try:
+      for _ in gin_text.statements(param):
+        pass
+    except (SyntaxError, tokenize.TokenError) as e:
+      name, equals, value = (p.strip() for p in param.partition('='))
+      if not equals:
+        raise ConfigError(
+            f'--gin_param={param!r} is not a binding: give NAME=VALUE, e.g. '
+            '--gin_param=Model.units=64') from e
+      if re.fullmatch(r'[+-]?(nan|inf|infinity)', value, re.IGNORECASE):
+        hint = 'gin has no literal for it; give a finite number'
+      elif re.fullmatch(r'[A-Za-z_][\w.]*', value):
+        hint = (f'a string needs quotes: --gin_param="{name}=\'{value}\'" '
+                '(the shell removes quotes that are not inside others)')
+      elif isinstance(e, tokenize.TokenError):
+        hint = 'an unclosed bracket or quote?'
+      else:
+        hint = ('a value is a number, a quoted string, True, False, None, a '
+                'tuple or list of values, @name(), or %MACRO')
+      raise ConfigError(f'--gin_param="{param}": {value} is not a gin value; '
+                        f'{hint}') from e
+
+
 def check_no_imports(paths: Sequence[str], gin_params: Sequence[str]) -> None:
   """Raises ConfigError if a gin file (or an include, or a binding) has an
   `import` statement: gin runs the imported module's code, so a config from
@@ -156,6 +185,7 @@ def parse(gin_files: Sequence[str], gin_params: Sequence[str],
       import is not allowed.
   """
   paths = [resolve(f) for f in gin_files]
+  check_bindings(gin_params)
   if not allow_imports:
     check_no_imports(paths, gin_params)
   gin.clear_config()

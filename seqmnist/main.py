@@ -41,14 +41,15 @@ def _train():
   gin_files.parse(_GIN_FILE.value, _GIN_PARAM.value,
                allow_imports=_ALLOW_GIN_IMPORTS.value,
                run_defaults=job.resume_bindings(_MODEL_DIR.value))
-  return job.train_and_evaluate(_MODEL_DIR.value, _DATA_DIR.value,
-                                       _GIN_PARAM.value)
+  return job.train_and_evaluate(_MODEL_DIR.value, _DATA_DIR.value)
 
 
 def main(argv):
   cli.no_positional_arguments('seqmnist', argv)
   results = exit_on_error('seqmnist', _train)
-  print(f'test accuracy {results["test_accuracy"]:.4f} '
+  nothing = (f'nothing trained ({results.untrained}); recorded: '
+             if results.untrained else '')
+  print(f'{nothing}test accuracy {results["test_accuracy"]:.4f} '
         f'(best validation {results["best_val_accuracy"]:.4f} at step '
         f'{results["best_step"]}); results in {_MODEL_DIR.value}')
 

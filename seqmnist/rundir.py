@@ -66,6 +66,11 @@ class RunDir:
   def __repr__(self):
     return f'RunDir({self.path!r})'
 
+  @property
+  def name(self) -> str:
+    """The folder's own name (a sweep's point name, say)."""
+    return os.path.basename(os.path.normpath(os.path.abspath(self.path)))
+
   # Layout ---------------------------------------------------------------
 
   def join(self, *names: str) -> str:

@@ -182,6 +182,7 @@ TIERS = {
     'test_dashboard.py': 'e2e', 'test_distribute.py': 'e2e',
     'test_export.py': 'e2e', 'test_extending.py': 'e2e',
     'test_hardening.py': 'e2e', 'test_main.py': 'e2e',
+    'test_first_hour.py': 'e2e',
     'test_reliability.py': 'e2e', 'test_repo.py': 'e2e',
     'test_reproduce.py': 'e2e', 'test_sweep.py': 'e2e',
     'test_tfds.py': 'e2e', 'test_zoo.py': 'e2e',

@@ -105,7 +105,8 @@ def test_a_real_tensorboard_serves_the_run(run_dir):
     experiment = _get(f'{base}/data/plugin/hparams/experiment',
                       data=b'{"experimentName": ""}')
     names = {h['name'] for h in experiment['hparamInfos']}
-    assert {'cell', 'units', 'order', 'learning_rate'} <= names
+    assert {'Model.cell', 'Model.units', 'Data.order',
+            'CosineDecay.initial_learning_rate'} <= names
   finally:
     server.terminate()
     server.wait(timeout=30)

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -591,3 +592,37 @@ def test_imports_only_run_downward():
         bad.append(f'{m} (in {folder}/) imports {name}, which {folder}/ '
                    'may not import')
   assert not bad, bad
+
+
+def test_write_dirs_of_dead_workers_are_removed_on_the_next_start(
+    tmp_path, monkeypatch):
+  """A non-chief worker's private run dir lives in the system's temporary
+  folder; one SIGKILLed leaves it behind, and the next worker to start on
+  that machine removes it (not a live worker's, nor anything else)."""
+  monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
+  dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+  dead.wait()
+  names = [f'{job.WRITE_DIR_PREFIX}{dead.pid}-1-abc',
+           f'{job.WRITE_DIR_PREFIX}{os.getpid()}-2-def',
+           'seqmnist-worker-notapid-x', 'something-else']
+  for name in names:
+    (tmp_path / name / 'checkpoints').mkdir(parents=True)
+  job._remove_abandoned_write_dirs()  # pylint: disable=protected-access
+  assert sorted(os.listdir(tmp_path)) == sorted(names[1:])
+
+
+def test_points_run_side_by_side_share_the_cpus_out():
+  from seqmnist.tools import sweep_grid  # pylint: disable=g-import-not-at-top
+  env = sweep_grid.point_environment(2, environ={}, cpus=2)
+  assert (env['TF_NUM_INTRAOP_THREADS'], env['TF_NUM_INTEROP_THREADS']) == (
+      '1', '1')
+  assert sweep_grid.point_environment(3, environ={}, cpus=8)[
+      'TF_NUM_INTRAOP_THREADS'] == '2'
+  assert sweep_grid.point_environment(4, environ={}, cpus=2)[
+      'TF_NUM_INTRAOP_THREADS'] == '1'
+  # One at a time: TensorFlow's own choice; the user's setting always wins.
+  assert 'TF_NUM_INTRAOP_THREADS' not in sweep_grid.point_environment(
+      1, environ={}, cpus=2)
+  assert sweep_grid.point_environment(
+      2, environ={'TF_NUM_INTRAOP_THREADS': '4'}, cpus=2)[
+          'TF_NUM_INTRAOP_THREADS'] == '4'

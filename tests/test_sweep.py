@@ -338,15 +338,24 @@ def test_tensorboard_compares_the_sweep_by_its_swept_bindings(finished):
     experiment = get('/data/plugin/hparams/experiment',
                      data=b'{"experimentName": ""}')
     infos = {h['name']: h for h in experiment['hparamInfos']}
-    assert {'Trainer.seed', 'UNITS'} <= set(infos), sorted(infos)
+    # Every setting once, under its gin name (UNITS resolved into
+    # Model.units), set in a gin file or on the command line alike.
+    assert {'Trainer.seed', 'Model.units', 'Model.cell', 'Data.order',
+            'Trainer.steps', 'replicas'} <= set(infos), sorted(infos)
+    assert 'UNITS' not in infos and 'units' not in infos
     groups = get('/data/plugin/hparams/session_groups', data=json.dumps({
         'experimentName': '', 'allowedStatuses': ['STATUS_UNKNOWN',
                                                   'STATUS_SUCCESS'],
-        'colParams': [{'hparam': 'Trainer.seed'}, {'hparam': 'UNITS'}],
+        'colParams': [{'hparam': 'Trainer.seed'}, {'hparam': 'Model.units'}],
         'startIndex': 0, 'sliceSize': 100}).encode())
-    swept = sorted((g['hparams']['Trainer.seed'], g['hparams']['UNITS'])
+    swept = sorted((g['hparams']['Trainer.seed'], g['hparams']['Model.units'])
                    for g in groups['sessionGroups'])
     assert swept == [(0, 8), (0, 16), (1, 8), (1, 16)]
+    # Each session is named after its run dir (the point's name).
+    assert sorted(g['name'] for g in groups['sessionGroups']) == sorted(
+        POINTS)
+    assert all(g['hparams']['Model.cell'] == 'gru'
+               for g in groups['sessionGroups'])
   finally:
     server.terminate()
     server.wait(timeout=30)

@@ -122,10 +122,23 @@ def differences(saved_text: str, current_text: str,
     if _macro(old) and old == new and old in run_length:
       continue  # follows Trainer.steps through the same macro
     old_value, new_value = _resolve(old, saved), _resolve(new, current)
-    if old_value != new_value or type(old_value) != type(new_value):  # pylint: disable=unidiomatic-typecheck
-      if not _same_number(old_value, new_value):
-        out.append((key, old_value, new_value))
+    if not _same_value(old_value, new_value):
+      out.append((key, old_value, new_value))
   return out
+
+
+def _same_value(a, b) -> bool:
+  """Whether two settings have the same value: a tuple and a list of the
+  same values are (every validator takes either), as are 1 and 1.0; True
+  and 1, or a reference and a string of its text, are not."""
+  sequences = (list, tuple)
+  if isinstance(a, sequences) and isinstance(b, sequences):
+    return len(a) == len(b) and all(map(_same_value, a, b))
+  if isinstance(a, dict) and isinstance(b, dict):
+    return a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
+  if type(a) == type(b):  # pylint: disable=unidiomatic-typecheck
+    return a == b
+  return _same_number(a, b)
 
 
 def _same_number(a, b) -> bool:

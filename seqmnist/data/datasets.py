@@ -37,6 +37,9 @@ class Dataset:
     class_names: one per label, in label order; at most 10 (the
       dashboard draws labels as one digit).
     image_size: images are image_size x image_size.
+    train_images: how many images its training set holds, if known: a
+      config is checked against it before any data is read (a sweep checks
+      every point before the first trains).
   """
   name: str
   mean: Optional[float] = None
@@ -45,6 +48,7 @@ class Dataset:
   sha256: Mapping[str, str] = dataclasses.field(default_factory=dict)
   class_names: Tuple[str, ...] = DIGITS
   image_size: int = 28
+  train_images: Optional[int] = None
 
   def __post_init__(self):
     if (self.mean is None) != (self.std is None) or (
@@ -82,7 +86,7 @@ def registered() -> Tuple[Dataset, ...]:
 # The datasets seqmnist ships ---------------------------------------------
 
 MNIST = register(Dataset(
-    'mnist', mean=0.1307, std=0.3081,
+    'mnist', mean=0.1307, std=0.3081, train_images=60_000,
     # numpy over the 60,000 training images /255: 0.13066, 0.30811.
     statistics="computed from MNIST's 60,000 training images",
     # The published files, as listed in shared/data/mnist/README.md.
@@ -99,10 +103,10 @@ MNIST = register(Dataset(
 # Fashion-MNIST and KMNIST publish checksums of their .gz files only, which
 # depend on the compression: their files are read, but not verified.
 FASHION_MNIST = register(Dataset(
-    'fashion_mnist', mean=0.2860, std=0.3530,
+    'fashion_mnist', mean=0.2860, std=0.3530, train_images=60_000,
     statistics="Fashion-MNIST's published training-set mean and std",
     class_names=('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
                  'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')))
 KMNIST = register(Dataset(
-    'kmnist',
+    'kmnist', train_images=60_000,
     class_names=('o', 'ki', 'su', 'tsu', 'na', 'ha', 'ma', 'ya', 're', 'wo')))

@@ -124,12 +124,27 @@ class DataConfig:
                             SPLIT_SCHEMES)
     validators.check_choice('Data.normalization', self.normalization,
                             NORMALIZATIONS)
+    known = self.spec.train_images
+    if known is not None:
+      if self.validation_size >= known:
+        raise ConfigError(
+            f'Data.validation_size={self.validation_size} leaves no training '
+            f"images of {self.dataset}'s {known:,}; give fewer")
+      self.check_batch_fits(known - self.validation_size)
     # A shift of the image's size or more would leave nothing of it.
     size = self.spec.image_size
     validators.check_int('Data.max_shift', self.max_shift, minimum=0,
                          maximum=size - 1,
                          why=f'one less than the {size}-pixel side of '
                          f"{self.dataset}'s images")
+
+  def check_batch_fits(self, train_images: int) -> None:
+    """Raises ConfigError if one global batch is more than the training
+    split holds."""
+    if self.batch_size > train_images:
+      raise ConfigError(
+          f'Data.batch_size={self.batch_size} is larger than the training '
+          f'split ({train_images} images)')
 
   @property
   def spec(self) -> datasets.Dataset:
@@ -315,10 +330,7 @@ def _split(config, train_x, train_y, test_x, test_y, source):
   splits = Splits(train=take(train_x, train_y, train_idx),
                   validation=take(train_x, train_y, val_idx),
                   test=take(test_x, test_y), source=source)
-  if config.batch_size > len(splits.train):
-    raise ConfigError(
-        f'Data.batch_size={config.batch_size} is larger than the training '
-        f'split ({len(splits.train)} images)')
+  config.check_batch_fits(len(splits.train))
   return splits
 
 

@@ -20,13 +20,13 @@ import os
 from typing import Mapping, Optional, Sequence
 
 import gin
-from gin import config_parser
 import keras
 import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
 from seqmnist import validators
+from seqmnist.config import drift
 from seqmnist.config import gin_text
 from seqmnist.data import pipeline
 from seqmnist.model import network
@@ -72,38 +72,29 @@ def config_markdown(operative_config: str) -> str:
   return '\n'.join('    ' + line for line in operative_config.splitlines())
 
 
-def binding_hparams(bindings: Sequence[str]) -> dict:
-  """{'UNITS': 64, 'Trainer.seed': 1, ...} from command-line bindings, so
-  the HParams dashboard compares a sweep's runs by what was swept."""
+# The configurables whose settings are a run's hyperparameters (and the
+# learning-rate schedule `Trainer.learning_rate` refers to, if any).
+HPARAM_SCOPES = ('Data', 'Model', 'Trainer')
+
+
+def hparams(operative_config: str, replicas: int) -> dict:
+  """The run's hyperparameters for TensorBoard's HParams dashboard: every
+  Data, Model and Trainer setting of the operative config, and its
+  learning-rate schedule's, once, under its gin name with macros resolved,
+  as HParams values (str/num/bool); and the replica count."""
+  settings = drift.resolved(drift.parse_operative(operative_config))
+  scopes = list(HPARAM_SCOPES)
+  schedule = settings.get('Trainer.learning_rate')
+  if isinstance(schedule, gin_text.GinText) and not schedule.macro_name:
+    scopes.append(schedule.strip('@()').rsplit('.', 1)[-1])
   values = {}
-  for statement in gin_text.statements('\n'.join(bindings)):
-    if isinstance(statement, config_parser.BindingStatement):
-      key = gin_text.binding_key(statement)
-      value = statement.value
+  for key, value in sorted(settings.items()):
+    scope, _, name = key.rpartition('.')
+    if scope in scopes and not (scope not in HPARAM_SCOPES and
+                                name == 'name'):
       values[key] = (value if isinstance(value, (bool, int, float, str))
-                     else repr(value))
-  return values
-
-
-def hparams(model_config, data_config, trainer_config, replicas: int,
-            bindings: Sequence[str] = ()) -> dict:
-  """The run's hyperparameters, flat, as HParams values (str/num/bool): a
-  fixed set, and every binding given on the command line."""
-  lr = trainer_config.learning_rate
-  values = {
-      'order': data_config.order, 'dataset': data_config.dataset,
-      'cell': model_config.cell, 'units': model_config.units,
-      'layers': model_config.layers, 'batch_norm': model_config.batch_norm,
-      'precision': model_config.precision,
-      'batch_size': data_config.batch_size,
-      'optimizer': trainer_config.optimizer,
-      'learning_rate': (float(lr) if isinstance(lr, (int, float))
-                        else type(lr).__name__),
-      'clip_norm': float(trainer_config.clip_norm),
-      'steps': trainer_config.steps, 'seed': trainer_config.seed,
-      'replicas': replicas,
-  }
-  values.update(binding_hparams(bindings))
+                     else gin_text.text(value))
+  values['replicas'] = replicas
   return values
 
 
@@ -201,11 +192,14 @@ class Dashboard:
         model.inputs, [clone(layer.input) for layer, clone
                        in zip(self._layers, self._clones)]))
 
-  def start(self, step: int, operative_config: str, values: Mapping) -> None:
+  def start(self, step: int, operative_config: str, values: Mapping,
+            name: str) -> None:
+    """The config text and the HParams session, named `name` (the run
+    dir's)."""
     with self._summaries.train.as_default(step=step):
       tf.summary.text('operative_config', config_markdown(operative_config))
     with self._summaries.root.as_default(step=step):
-      hp.hparams(dict(values))
+      hp.hparams(dict(values), trial_id=name)
     self._summaries.flush()
 
   def on_validation(self, step: int) -> None:

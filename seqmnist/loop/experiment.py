@@ -47,11 +47,26 @@ class Configs:
                   trainer=trainer.TrainerConfig(),
                   distribute=distribute.DistributeConfig(),
                   dashboard=dashboard.DashboardConfig())
+    configs.check_dilations()
     if configs.trainer.jit_compile and configs.model.implementation == 'fused':
       raise ConfigError("Trainer.jit_compile=True cannot compile "
                         "Model.implementation='fused' (a custom op XLA does "
                         "not know); use 'auto' or 'keras'")
     return configs
+
+  def check_dilations(self) -> None:
+    """A layer at dilation d runs ceil(T / d) steps of its own on T-step
+    sequences; at d >= T that is one step, no recurrence at all (and
+    T - 1 padding steps per subsequence, all computed)."""
+    steps = self.data.sequence_shape[0]
+    dilations = tuple(self.model.dilations)
+    if any(d >= steps for d in dilations):
+      own = ', '.join(str(-(-steps // d)) for d in dilations)
+      raise ConfigError(
+          f'Model.dilations={dilations!r} on {steps}-step sequences '
+          f'(Data.order={self.data.order!r}): its layers run {own} steps '
+          'of their own, and one step is no recurrence; give each dilation '
+          f'below {steps}')
 
   def check_with(self, strategy: tf.distribute.Strategy) -> None:
     """The checks that need the replica count."""
@@ -88,11 +103,6 @@ class Configs:
         features + units) * 4
     return int(1e9 + 16 * params + activations + eval_inputs)
 
-  def hparams(self, replicas: int, bindings=()) -> dict:
-    """The run's hyperparameters for TensorBoard's HParams dashboard, the
-    command line's bindings included."""
-    return dashboard.hparams(self.model, self.data, self.trainer, replicas,
-                             bindings)
 
 
 # Every setting added after run dirs already existed, with the value runs

@@ -10,6 +10,7 @@ from the best checkpoint if results.json was lost or damaged).
 
 import contextlib
 import dataclasses
+import os
 import shutil
 import tempfile
 import time
@@ -74,18 +75,30 @@ class Parts:
   strategy: object
 
 
-def train_and_evaluate(model_dir: str, data_dir: Optional[str],
-                       bindings: Sequence[str] = ()) -> dict:
+class Results(dict):
+  """results.json's contents, and whether this command trained: `untrained`
+  says why it trained no step ('' when it trained, or only tested)."""
+  untrained = ''
+
+
+def _untrained(results: dict, step: int, target: int) -> Results:
+  out = Results(results)
+  out.untrained = f'the run finished at step {step}' + (
+      f', past Trainer.steps={target}, and a run never goes back'
+      if step > target else '')
+  return out
+
+
+def train_and_evaluate(model_dir: str, data_dir: Optional[str]) -> dict:
   """Runs (or resumes, or reports) the configured experiment.
 
   Args:
     model_dir: the run directory (see rundir.py).
     data_dir: where data lives (see pipeline.load), or None for TFDS's default.
-    bindings: the command line's gin bindings, shown as hyperparameters in
-      TensorBoard (a sweep's runs compare by them).
 
   Returns:
-    The contents of results.json.
+    The contents of results.json (a `Results`: `untrained` says why nothing
+    was trained, when nothing was).
   """
   # Every input is validated before anything is written.
   configs = experiment_lib.Configs.from_gin()
@@ -111,7 +124,7 @@ def train_and_evaluate(model_dir: str, data_dir: Optional[str],
       run_dir.lock()
     try:
       return _Job(experiment, run_dir, write_dir, is_chief,
-                  operative_config, bindings).run()
+                  operative_config).run()
     finally:
       run_dir.unlock()
 
@@ -171,19 +184,42 @@ def _write_dir(is_chief, strategy):
   if is_chief:
     yield None
     return
-  path = tempfile.mkdtemp(prefix=f'seqmnist-{distribute.worker_id(strategy)}-')
+  _remove_abandoned_write_dirs()
+  path = tempfile.mkdtemp(
+      prefix=f'{WRITE_DIR_PREFIX}{os.getpid()}-'
+      f'{distribute.worker_id(strategy)}-')
   try:
     yield rundir_lib.RunDir(path)
   finally:
     shutil.rmtree(path, ignore_errors=True)
 
 
+# A non-chief worker's private run dir in the system's temporary folder:
+# PREFIX<pid>-<worker>-<random>.
+WRITE_DIR_PREFIX = 'seqmnist-worker-'
+
+
+def _remove_abandoned_write_dirs() -> None:
+  """Removes the private run dirs of workers that died without removing
+  their own (SIGKILL): those whose process is gone."""
+  folder = tempfile.gettempdir()
+  for name in os.listdir(folder):
+    if not name.startswith(WRITE_DIR_PREFIX):
+      continue
+    try:
+      pid = int(name[len(WRITE_DIR_PREFIX):].split('-', 1)[0])
+      os.kill(pid, 0)  # raises if no such process
+    except ProcessLookupError:
+      shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+    except (ValueError, PermissionError):
+      pass  # not ours, or another user's live process
+
+
 class _Job:
   """One invocation: what the run dir holds, and what is left to do."""
 
   def __init__(self, experiment, run_dir, write_dir, is_chief,
-               operative_config, bindings):
-    self.bindings = tuple(bindings)
+               operative_config):
     self.experiment = experiment
     self.configs = experiment.configs
     self.run_dir = run_dir
@@ -204,7 +240,7 @@ class _Job:
       # A finished run whose rolling checkpoints are gone: it only reports.
       logging.info('Run already finished at step %d: %s',
                    results['global_step'], results)
-      return results
+      return _untrained(results, results['global_step'], target)
     restored = self.checkpoints.restore_latest()
     step = int(self.experiment.optimizer.iterations.numpy())
     if restored:
@@ -212,7 +248,7 @@ class _Job:
     if step >= target:
       if results is not None:
         logging.info('Run already finished at step %d: %s', step, results)
-        return results
+        return _untrained(results, step, target)
       if self.run_dir.exists() and self.is_chief:
         logging.warning('%s is missing or unreadable: recomputing it from '
                         'the best checkpoint.', self.run_dir.results)
@@ -233,7 +269,7 @@ class _Job:
       summaries.close()
     if self.is_chief:
       self.run_dir.write_results(results)
-    return results
+    return Results(results)
 
   def _train_and_test(self, step, summaries) -> dict:
     experiment, trainer_config = self.experiment, self.configs.trainer
@@ -243,9 +279,9 @@ class _Job:
       dashboard = dashboard_lib.Dashboard(
           self.configs.dashboard, experiment.model, experiment.splits.validation,
           self.configs.data, summaries)
-      dashboard.start(step, self.operative_config,
-                      self.configs.hparams(strategy.num_replicas_in_sync,
-                                           self.bindings))
+      dashboard.start(step, self.operative_config, dashboard_lib.hparams(
+          self.operative_config, strategy.num_replicas_in_sync),
+                      name=self.run_dir.name)
     evaluator = evaluator_lib.Evaluator(strategy, experiment.model,
                                         self.configs.data)
     window = progress.MetricWindow()

@@ -161,9 +161,18 @@ def uses_fused(config: ModelConfig) -> bool:
   (`fused.thread_budget`, e.g. TF_NUM_INTRAOP_THREADS=1: runs side by side).
 
   Raises:
-    ConfigError: 'fused' was asked for and the op is not available.
+    ConfigError: 'fused' was asked for and the op is not available, or does
+      not cover the cell.
   """
-  if config.implementation == 'keras' or not cells.get(config.cell).fused:
+  if config.implementation == 'keras':
+    return False
+  if not cells.get(config.cell).fused:
+    if config.implementation == 'fused':
+      covered = [n for n in cells.names() if cells.get(n).fused]
+      raise ConfigError(
+          f"Model.implementation='fused' but the fused op has no "
+          f'recurrence for Model.cell={config.cell!r} (it covers '
+          f"{', '.join(map(repr, covered))}); use 'auto' or 'keras'")
     return False
   if config.precision != 'float32':  # the op computes in float32 only
     if config.implementation == 'fused':
