@@ -155,8 +155,13 @@ def test_a_registered_cell_reaches_every_table(my_cells, monkeypatch):
   try:
     # One weight block, as the plain RNN: the same estimate, below GRU's 3.
     assert memory('indrnn') == memory('simple') < memory('gru')
-    assert not network.uses_fused(network.ModelConfig(
-        cell='indrnn', implementation='fused'))  # not a cell the op covers
+    # Not a cell the op covers: 'auto' takes Keras' layer, 'fused' is
+    # refused naming the cell.
+    assert not network.uses_fused(network.ModelConfig(cell='indrnn'))
+    with pytest.raises(ConfigError, match="no recurrence for "
+                       "Model.cell='indrnn'"):
+      network.uses_fused(network.ModelConfig(cell='indrnn',
+                                             implementation='fused'))
     with pytest.raises(ConfigError, match="Model.gate_init='chrono' needs "
                        "gates; Model.cell='indrnn' has none"):
       gin_files.parse(['row.gin'], ["Model.cell='indrnn'",

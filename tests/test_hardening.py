@@ -305,8 +305,8 @@ def test_a_normal_run_prints_no_error_line(tmp_path, mnist_dir):
     (('stray', '--gin_file=row.gin'),
      'unexpected argument(s) stray; every input is a --flag (see --helpshort)'),
     (('--gin_file=row.gin', '--gin_param=Model.units=(', '--model_dir=x'),
-     'bad gin config: EOF in multi-line statement (an unclosed bracket or '
-     'quote?) in Model.units=('),
+     '--gin_param="Model.units=(": ( is not a gin value; an unclosed bracket '
+     'or quote?'),
 ], ids=['unknown-flag', 'positional', 'gin-syntax'])
 def test_command_line_mistakes_are_one_line_exit_2(args, message):
   _fails_in_one_line(run_cli(*args), message)
@@ -456,12 +456,12 @@ def test_a_config_that_cannot_fit_in_memory_is_refused_first(tmp_path,
   result = run_cli('--gin_file=pixel.gin', f'--model_dir={tmp_path}/run',
                    f'--data_dir={mnist_dir}',
                    *gin_params('UNITS=8192', 'Model.layers=64',
-                               'Data.batch_size=70000'))
+                               'Data.batch_size=50000'))
   assert result.returncode == 2, result.stderr[-3000:]
   line = result.stderr.strip().splitlines()[-1]
   assert re.fullmatch(
       r'seqmnist: error: this config needs about [\d,.]+ GiB of memory per '
-      r'process \(Model.units=8192, Model.layers=64, Data.batch_size=70000, '
+      r'process \(Model.units=8192, Model.layers=64, Data.batch_size=50000, '
       r'784 steps\) and this machine has [\d,.]+ GiB available; lower one of '
       r'them', line), line
   assert not (tmp_path / 'run').exists()

@@ -135,7 +135,7 @@ def test_training_across_two_nodes(tmp_path, mnist_dir, uninterrupted,
     text = log.read_text()
     assert (f'Strategy: multi_worker_mirrored (a Slurm job step of {workers} '
             f'tasks), {workers} replica(s)') in text, text[-3000:]
-    specs.add(re.search(r"cluster_spec = \{'worker': \[([^\]]*)\]",
+    specs.add(re.search(r"Cluster: \{'worker': \[([^\]]*)\]\}",
                         text).group(1))
   assert len(specs) == 1, specs
   addresses = re.findall(r"'([^':]+):(\d+)'", specs.pop())

@@ -88,6 +88,10 @@ def make_strategy(config: DistributeConfig,
   strategy = _BUILDERS[name](config, tf_config, bool(gpus))
   logging.info('Strategy: %s (%s), %d replica(s), all-reduce %s.', name, why,
                strategy.num_replicas_in_sync, config.all_reduce)
+  if tf_config:
+    task = tf_config.get('task', {})
+    logging.info('Cluster: %s; this task: %s %s.', tf_config.get('cluster'),
+                 task.get('type'), task.get('index'))
   return strategy
 
 
