@@ -8,6 +8,9 @@ traceback) and exits with its `exit_code`; the launchers act on these codes
        resume whose config does not match the run's checkpoints;
   3    training diverged (Diverged): fix the config; the last good
        checkpoint is kept;
+  4    pruned (Pruned): a trial of `seqmnist-search` that its study stopped
+       at a validation, behind the other trials; a checkpoint was saved at
+       that step;
   75   a worker was lost (WorkerLost): another worker of a multi-worker job
        stopped answering (its node died, it was killed); the checkpoints on
        disk are intact; rerunning resumes from the newest (Slurm's
@@ -25,6 +28,7 @@ import sys
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+EXIT_PRUNED = 4
 EXIT_WORKER_LOST = 75
 EXIT_INTERRUPTED = 130
 EXIT_PREEMPTED = 143
@@ -54,6 +58,13 @@ class Diverged(SeqmnistError):
   bound; nothing after the last good checkpoint was saved. Not bad input:
   the config is valid, training it failed."""
   exit_code = EXIT_DIVERGED
+
+
+class Pruned(SeqmnistError):
+  """A search's trial stopped by its study's pruner at a validation; its
+  checkpoint at that step is saved. Not a failure: the trial lost."""
+  exit_code = EXIT_PRUNED
+  label = 'pruned'
 
 
 class WorkerLost(SeqmnistError):

@@ -35,23 +35,29 @@ _DATA_DIR = flags.DEFINE_string(
     "or TFDS's data_dir; default: TFDS's own, downloading if needed.")
 
 
-def _train():
+def train(trial=None):
+  """Parses the flags' gin, then trains (job.train_and_evaluate), as
+  `trial` of a search if given (tools/search_trial.py)."""
   if not _GIN_FILE.value:
     raise UserError('--gin_file is required, e.g. --gin_file=row.gin')
   gin_files.parse(_GIN_FILE.value, _GIN_PARAM.value,
                allow_imports=_ALLOW_GIN_IMPORTS.value,
                run_defaults=job.resume_bindings(_MODEL_DIR.value))
-  return job.train_and_evaluate(_MODEL_DIR.value, _DATA_DIR.value)
+  return job.train_and_evaluate(_MODEL_DIR.value, _DATA_DIR.value, trial)
 
 
-def main(argv):
-  cli.no_positional_arguments('seqmnist', argv)
-  results = exit_on_error('seqmnist', _train)
+def print_results(results) -> None:
+  """The closing line of a training command."""
   nothing = (f'nothing trained ({results.untrained}); recorded: '
              if results.untrained else '')
   print(f'{nothing}test accuracy {results["test_accuracy"]:.4f} '
         f'(best validation {results["best_val_accuracy"]:.4f} at step '
         f'{results["best_step"]}); results in {_MODEL_DIR.value}')
+
+
+def main(argv):
+  cli.no_positional_arguments('seqmnist', argv)
+  print_results(exit_on_error('seqmnist', train))
 
 
 def run():

@@ -22,5 +22,6 @@ prepare_tfds = _runs('seqmnist.tools.prepare_tfds')  # seqmnist-prepare-tfds
 release = _runs('seqmnist.tools.release')  # seqmnist-release
 report = _runs('seqmnist.tools.report')  # seqmnist-report
 sweep = _runs('seqmnist.tools.sweep')  # seqmnist-sweep
+search = _runs('seqmnist.tools.search')  # seqmnist-search
 export = _runs('seqmnist.serving.export')  # seqmnist-export
 predict = _runs('seqmnist.serving.predict')  # seqmnist-predict

@@ -35,15 +35,17 @@ LAYERS = (
      'loop.actions.save_checkpoint', 'loop.actions.show_progress',
      'loop.actions.write_train_summaries',
      'loop.actions.write_gradient_histograms', 'loop.actions.stop_on_signal',
+     'loop.actions.report_to_trial',
      'gin_files'),
     # 5 jobs: train+eval; serving: export, predict; tools: the bench's
     #   measurements, sweeps (the grid, the backends), the report, release
     ('loop.job', 'serving.export', 'serving.predict',
      'tools.bench_measurements', 'tools.sweep_grid', 'tools.sweep_cluster',
-     'tools.sweep_backends',
+     'tools.sweep_backends', 'tools.search_space', 'tools.search_study',
      'tools.report', 'tools.release'),
     # 6 entry points: training, and the tools' command lines
-    ('main', 'tools.bench', 'tools.sweep', 'tools.prepare_tfds',
+    ('main', 'tools.bench', 'tools.sweep', 'tools.search',
+     'tools.search_trial', 'tools.prepare_tfds',
      'tools.curves', 'scripts'),
 )
 

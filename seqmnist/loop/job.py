@@ -59,6 +59,8 @@ class Parts:
     variables: the model's trainable variables.
     signals: preemption.StopSignals, SIGTERM / Ctrl-C agreed by all workers.
     strategy: the tf.distribute strategy.
+    trial: a search's trial (`report(step, accuracy) -> prune?`), or None
+      for a run outside a search.
   """
   trainer_config: object
   evaluator: object
@@ -73,6 +75,7 @@ class Parts:
   variables: Sequence[object]
   signals: object
   strategy: object
+  trial: object = None
 
 
 class Results(dict):
@@ -89,12 +92,15 @@ def _untrained(results: dict, step: int, target: int) -> Results:
   return out
 
 
-def train_and_evaluate(model_dir: str, data_dir: Optional[str]) -> dict:
+def train_and_evaluate(model_dir: str, data_dir: Optional[str],
+                       trial=None) -> dict:
   """Runs (or resumes, or reports) the configured experiment.
 
   Args:
     model_dir: the run directory (see rundir.py).
     data_dir: where data lives (see pipeline.load), or None for TFDS's default.
+    trial: the run is this trial of a search (tools/search_trial.py), which
+      its validations report to and which its study may prune; None: a run.
 
   Returns:
     The contents of results.json (a `Results`: `untrained` says why nothing
@@ -124,7 +130,7 @@ def train_and_evaluate(model_dir: str, data_dir: Optional[str]) -> dict:
       run_dir.lock()
     try:
       return _Job(experiment, run_dir, write_dir, is_chief,
-                  operative_config).run()
+                  operative_config, trial).run()
     finally:
       run_dir.unlock()
 
@@ -219,8 +225,9 @@ class _Job:
   """One invocation: what the run dir holds, and what is left to do."""
 
   def __init__(self, experiment, run_dir, write_dir, is_chief,
-               operative_config):
+               operative_config, trial=None):
     self.experiment = experiment
+    self.trial = trial
     self.configs = experiment.configs
     self.run_dir = run_dir
     self.is_chief = is_chief
@@ -298,7 +305,7 @@ class _Job:
           average=experiment.average, progress=line, window=window,
           optimizer=experiment.optimizer,
           variables=experiment.model.trainable_variables, signals=signals,
-          strategy=strategy))
+          strategy=strategy, trial=self.trial))
       boundary = outer_loop.Controller(
           train=trainer.train, target=trainer_config.steps,
           steps_per_loop=trainer_config.steps_per_loop, actions=loop_actions,

@@ -29,6 +29,7 @@ from seqmnist import cli
 from seqmnist import rundir
 from seqmnist.config import drift
 from seqmnist.errors import UserError, exit_on_error
+from seqmnist.tools import search_study
 
 SEED = 'Trainer.seed'
 _LOGS = 'logs'  # a sweep's logs folder beside its run dirs
@@ -59,8 +60,10 @@ def find_runs(paths) -> List[str]:
   return runs
 
 
-def _failure(run: str) -> Optional[str]:
-  """The error line of a sweep's log of this run, if it ended with one."""
+def _failure(run: str) -> Optional[Tuple[str, str]]:
+  """(label, message) of the error line that ends a sweep's (or search's)
+  log of this run, if it ended with one; label is error, diverged or
+  pruned."""
   log = os.path.join(os.path.dirname(run), _LOGS,
                      os.path.basename(run) + '.log')
   if not os.path.isfile(log):
@@ -68,9 +71,9 @@ def _failure(run: str) -> Optional[str]:
   with open(log, errors='replace') as f:
     lines = [l.strip() for l in f if l.strip()]
   last = lines[-1] if lines else ''
-  for label in ('error', 'diverged'):
+  for label in ('error', 'diverged', 'pruned'):
     if last.startswith(f'seqmnist: {label}: '):
-      return last.split(': ', 2)[2]
+      return label, last.split(': ', 2)[2]
   return None
 
 
@@ -97,9 +100,13 @@ def read_run(run: str) -> dict:
   if run_dir.is_finished(steps):
     status = 'finished'
   else:
-    why = _failure(run)
-    status = (f'failed: {why}' if why else
-              f'unfinished (step {step or 0} of {steps})')
+    label, why = _failure(run) or (None, None)
+    if label == 'pruned':
+      status = f'pruned by its search (step {step or 0} of {steps})'
+    elif why:
+      status = f'failed: {why}'
+    else:
+      status = f'unfinished (step {step or 0} of {steps})'
   wall, processes = training_time(run, results)
   return {'run': run, 'status': status, 'bindings': bindings,
           'steps': steps, 'step': step, 'results': results,
@@ -354,6 +361,8 @@ def report(paths, as_json=False, plot_path=None) -> str:
     raise UserError('give at least one run directory or folder of runs')
   runs = [read_run(r) for r in find_runs(paths)]
   groups = group(runs)
+  studies = ''.join(search_study.report(p) + '\n' for p in paths
+                    if search_study.is_study_dir(p))
   if plot_path:
     plot(groups, plot_path)
   if as_json:
@@ -361,7 +370,7 @@ def report(paths, as_json=False, plot_path=None) -> str:
         'runs': [{k: v for k, v in r.items() if k != 'bindings'}
                  for r in runs],
         'groups': groups}, indent=2, default=str)
-  return markdown(runs, groups)
+  return studies + markdown(runs, groups)
 
 
 def main(argv):

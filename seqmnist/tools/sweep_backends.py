@@ -51,12 +51,16 @@ class Backend:
       used; before anything is written.
     local_runs_dir: whether `--runs_dir` is a folder of this machine that
       the sweep prepares (False: a path on the platform, only rendered).
+    start_workers: (arguments, options) -> exit code: starts
+      `options.parallel` workers of a search (`seqmnist.tools.search` with
+      these arguments) on the platform; None if it cannot.
   """
   name: str
   run: Callable[[sweep_grid.Sweep, Options, Dict[str, int]], int]
   least_parallel: int = 1
   check: Callable[[Options], None] = lambda options: None
   local_runs_dir: bool = True
+  start_workers: Optional[Callable[[Sequence[str], Options], int]] = None
 
 
 BACKENDS = registry.Registry(
@@ -95,9 +99,22 @@ def _pods_runs_dir(options):
                     'pods see it, e.g. /runs/sweep')
 
 
+def _search_on_slurm(arguments, options):
+  return sweep_cluster.submit_search_workers(
+      arguments, options.runs_dir, options.parallel, options.sbatch_args)
+
+
+def _search_on_kubernetes(arguments, options):
+  sys.stdout.write(sweep_cluster.render_search_job(
+      arguments, options.parallel, name=options.k8s_name))
+  return 0
+
+
 LOCAL = register(Backend('local', _local))
 SLURM = register(Backend(
     'slurm', _slurm, least_parallel=0,
-    check=lambda options: sweep_cluster.check_slurm(options.sbatch_script)))
+    check=lambda options: sweep_cluster.check_slurm(options.sbatch_script),
+    start_workers=_search_on_slurm))
 KUBERNETES = register(Backend('kubernetes', _kubernetes, least_parallel=0,
-                              check=_pods_runs_dir, local_runs_dir=False))
+                              check=_pods_runs_dir, local_runs_dir=False,
+                              start_workers=_search_on_kubernetes))

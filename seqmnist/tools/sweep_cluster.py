@@ -37,6 +37,7 @@ K8S_POINTS_MOUNT = '/sweep'
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 SBATCH_SCRIPT = os.path.join(REPO, 'launch', 'slurm', 'train.sbatch')
+SEARCH_SCRIPT = os.path.join(REPO, 'launch', 'slurm', 'search.sbatch')
 K8S_JOB = os.path.join(REPO, 'launch', 'k8s', 'job.yaml')
 # A Kubernetes object name: a DNS-1123 label (the Job's pods add -<index>).
 _K8S_NAME = re.compile(r'[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?')
@@ -146,12 +147,10 @@ class SlurmBackend:
     self._stream.flush()
 
 
-def render_indexed_job(sweep: sweep_grid.Sweep, runs_dir: str,
-                       data_dir: Optional[str], parallel: int,
-                       name: str = 'seqmnist-sweep',
-                       template: str = K8S_JOB) -> str:
-  """A ConfigMap and an Indexed Job (JSON documents in a YAML stream) that
-  run the sweep's points, `parallel` at a time.
+def _indexed_job(name: str, completions: int, parallelism: int,
+                 template: str) -> dict:
+  """launch/k8s/job.yaml made an Indexed Job of independent single-worker
+  pods: each index with its own retries, no Service, no cluster env.
 
   Raises:
     UserError: a bad --k8s_name, or PyYAML missing (to read the template).
@@ -166,18 +165,10 @@ def render_indexed_job(sweep: sweep_grid.Sweep, runs_dir: str,
                     'PyYAML: pip install "seqmnist[kubernetes]"') from e
   with open(template) as f:
     job = next(d for d in yaml.safe_load_all(f) if d)
-  points = sweep.points()
-  config_map = {
-      'apiVersion': 'v1', 'kind': 'ConfigMap',
-      'metadata': {'name': f'{name}-points', 'labels': {'app': name}},
-      'data': {f'point-{p.index}': '\n'.join(
-          point_arguments(sweep, p, runs_dir, data_dir)) + '\n'
-               for p in points},
-  }
   job['metadata'] = {'name': name, 'labels': {'app': name}}
   spec = job['spec']
-  spec['completions'] = len(points)
-  spec['parallelism'] = min(parallel or len(points), len(points))
+  spec['completions'] = completions
+  spec['parallelism'] = min(parallelism or completions, completions)
   # The points are independent runs: each index has its own retries, and
   # a point that fails for good (bad input, diverged) fails only its index.
   spec['backoffLimitPerIndex'] = spec.pop('backoffLimit')
@@ -188,15 +179,39 @@ def render_indexed_job(sweep: sweep_grid.Sweep, runs_dir: str,
   pod = spec['template']['spec']
   pod.pop('subdomain', None)  # no Service: pods do not talk to each other
   container = pod['containers'][0]
-  container['args'] = []  # everything is in the point's key
+  container['args'] = []
   container['env'] = [e for e in container['env']
                       if not e['name'].startswith(('SEQMNIST_WORKERS',
                                                    'SEQMNIST_JOB',
                                                    'SEQMNIST_SERVICE',
                                                    'SEQMNIST_PORT'))]
+  container.pop('ports', None)
+  return job
+
+
+def render_indexed_job(sweep: sweep_grid.Sweep, runs_dir: str,
+                       data_dir: Optional[str], parallel: int,
+                       name: str = 'seqmnist-sweep',
+                       template: str = K8S_JOB) -> str:
+  """A ConfigMap and an Indexed Job (JSON documents in a YAML stream) that
+  run the sweep's points, `parallel` at a time.
+
+  Raises:
+    UserError: a bad --k8s_name, or PyYAML missing (to read the template).
+  """
+  points = sweep.points()
+  job = _indexed_job(name, len(points), parallel, template)
+  config_map = {
+      'apiVersion': 'v1', 'kind': 'ConfigMap',
+      'metadata': {'name': f'{name}-points', 'labels': {'app': name}},
+      'data': {f'point-{p.index}': '\n'.join(
+          point_arguments(sweep, p, runs_dir, data_dir)) + '\n'
+               for p in points},
+  }
+  pod = job['spec']['template']['spec']
+  container = pod['containers'][0]  # everything is in the point's key
   container['env'].append({'name': 'SEQMNIST_POINTS_DIR',
                            'value': K8S_POINTS_MOUNT})
-  container.pop('ports', None)
   container['volumeMounts'].append({'name': 'points',
                                     'mountPath': K8S_POINTS_MOUNT,
                                     'readOnly': True})
@@ -207,3 +222,48 @@ def render_indexed_job(sweep: sweep_grid.Sweep, runs_dir: str,
             'report)\n')
   return header + '\n---\n'.join(
       json.dumps(d, indent=2) for d in (config_map, job)) + '\n'
+
+
+def render_search_job(arguments: Sequence[str], workers: int,
+                      name: str = 'seqmnist-search',
+                      template: str = K8S_JOB) -> str:
+  """An Indexed Job of `workers` pods, each a worker of one search
+  (`python -m seqmnist.tools.search ARGUMENTS`) on a shared storage."""
+  job = _indexed_job(name, workers, workers, template)
+  container = job['spec']['template']['spec']['containers'][0]
+  container['command'] = ['python', '-m', 'seqmnist.tools.search']
+  container['args'] = list(arguments)
+  return (f'# seqmnist search: {workers} worker(s) of one study as an '
+          'Indexed Job; kubectl apply -f FILE\n' +
+          json.dumps(job, indent=2) + '\n')
+
+
+def submit_search_workers(arguments: Sequence[str], runs_dir: str,
+                          workers: int, sbatch_args: Sequence[str] = (),
+                          script: str = SEARCH_SCRIPT, stream=None) -> int:
+  """Submits a job array of `workers` tasks of launch/slurm/search.sbatch,
+  each a worker of the search (`seqmnist.tools.search ARGUMENTS`)."""
+  stream = stream or sys.stderr
+  logs = os.path.join(os.path.abspath(runs_dir), sweep_grid.LOGS)
+  os.makedirs(logs, exist_ok=True)
+  command = ['sbatch', '--parsable', f'--array=0-{workers - 1}',
+             '--job-name=seqmnist-search',
+             f'--output={logs}/slurm-search-%A_%a.out', *sbatch_args,
+             script, *arguments]
+  env = dict(os.environ, PYTHON=os.environ.get('PYTHON', sys.executable),
+             SEQMNIST_LOG_DIR=logs)
+  try:
+    result = subprocess.run(command, env=env, capture_output=True, text=True,
+                            check=False, timeout=120)
+  except (OSError, subprocess.TimeoutExpired) as e:
+    raise UserError(f'cannot submit the workers: {first_line(e)}') from e
+  if result.returncode != 0:
+    stream.write(f'search: sbatch failed (exit {result.returncode}): '
+                 f'{first_line(result.stderr.strip() or result.stdout)}\n')
+    return 1
+  job = result.stdout.strip().split(';')[0]
+  stream.write(f'search: submitted Slurm job array {job} ({workers} '
+               f'worker(s)); watch: squeue -j {job}; results: python -m '
+               f'seqmnist.tools.report {runs_dir}\n')
+  print(job)
+  return 0

@@ -207,7 +207,7 @@ def main_arguments(sweep: Sweep, point: Point, runs_dir: str,
   return arguments
 
 
-def _terminate_with_parent(parent: int):
+def terminate_with_parent(parent: int):
   """A preexec_fn: the child gets SIGTERM when its parent dies (Linux's
   PR_SET_PDEATHSIG), including when the parent died before it was set."""
   def arrange():
@@ -299,7 +299,7 @@ class LocalBackend:
     proc = subprocess.Popen(
         main_command(self._sweep, point, self._runs_dir, self._data_dir),
         stdout=log, stderr=log, env=env, start_new_session=True,
-        preexec_fn=_terminate_with_parent(os.getpid()))
+        preexec_fn=terminate_with_parent(os.getpid()))
     log.close()
     self._running[proc] = (point, time.time())
 
