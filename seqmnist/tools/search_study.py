@@ -133,9 +133,10 @@ def open_storage(url: str):
   try:
     return optuna.storages.RDBStorage(url, engine_kwargs=engine)
   except ImportError as e:
+    cause = first_line(e.__cause__ or e)
     raise UserError(f'--storage={redact(url)}: its database driver is not '
-                    f'installed ({first_line(e)}); for PostgreSQL: pip '
-                    'install psycopg2-binary') from e
+                    f'installed ({cause}); for PostgreSQL: pip install '
+                    '"psycopg[binary]"') from e
   except Exception as e:  # pylint: disable=broad-except
     # SQLAlchemy's errors (no server, bad credentials, no such database)
     # carry the driver's message on their first line.
@@ -162,9 +163,26 @@ def make_sampler(name: str, seed: Optional[int], startup: int,
     if ranges:
       raise UserError(f'--sampler=grid takes choice(...) dimensions only; '
                       f'--space={ranges[0]!r} is a range')
-    return optuna.samplers.GridSampler(
-        {d.name: list(d.values) for d in dims}, seed=seed)
+    return _GridSampler({d.name: list(d.values) for d in dims}, seed=seed)
   raise UserError(f'--sampler={name!r} is not one of {", ".join(SAMPLERS)}')
+
+
+def _grid_sampler_class():
+  import optuna  # pylint: disable=g-import-not-at-top
+
+  class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid, without its stop once every point was tried: that
+    stop works only inside `Study.optimize`, and a told trial would stay
+    RUNNING; the worker's --trials (the grid's size) ends the study."""
+
+    def after_trial(self, study, trial, state, values):
+      del study, trial, state, values
+
+  return GridSampler
+
+
+def _GridSampler(*args, **kwargs):  # pylint: disable=invalid-name
+  return _grid_sampler_class()(*args, **kwargs)
 
 
 def make_pruner(name: str, startup: int, eval_every: int, steps: int):
@@ -187,6 +205,26 @@ def make_pruner(name: str, startup: int, eval_every: int, steps: int):
   if name == 'none':
     return pruners.NopPruner()
   raise UserError(f'--pruner={name!r} is not one of {", ".join(PRUNERS)}')
+
+
+class TrialLink:
+  """A trial as its run sees it (job.Parts.trial, the ReportToTrial
+  action): `report(step, accuracy)` records a validation and says whether
+  the study prunes the trial."""
+
+  def __init__(self, url: str, study_name: str, number: int, pruner):
+    import optuna  # pylint: disable=g-import-not-at-top
+    storage = open_storage(url)
+    study = optuna.load_study(study_name=study_name, storage=storage,
+                              pruner=pruner)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        study._study_id, number)  # pylint: disable=protected-access
+    self._trial = optuna.trial.Trial(study, trial_id)
+
+  def report(self, step: int, accuracy: float) -> bool:
+    """Records the validation accuracy at `step`; True: prune the trial."""
+    self._trial.report(float(accuracy), int(step))
+    return self._trial.should_prune()
 
 
 # --- the study and its runs dir --------------------------------------------

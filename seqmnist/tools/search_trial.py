@@ -30,29 +30,11 @@ _EVAL_EVERY = flags.DEFINE_integer('eval_every', 1, 'The pruner\'s step.')
 _STEPS = flags.DEFINE_integer('steps', 1, 'The pruner\'s last step.')
 
 
-class TrialLink:
-  """What the run's ReportToTrial action reports to."""
-
-  def __init__(self, url: str, study_name: str, number: int, pruner):
-    import optuna  # pylint: disable=g-import-not-at-top
-    storage = search_study.open_storage(url)
-    study = optuna.load_study(study_name=study_name, storage=storage,
-                              pruner=pruner)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(
-        study._study_id, number)  # pylint: disable=protected-access
-    self._trial = optuna.trial.Trial(study, trial_id)
-
-  def report(self, step: int, accuracy: float) -> bool:
-    """Records the validation accuracy at `step`; True: prune the trial."""
-    self._trial.report(float(accuracy), int(step))
-    return self._trial.should_prune()
-
-
 def _run():
   pruner = search_study.make_pruner(_PRUNER.value, _STARTUP_TRIALS.value,
                                     _EVAL_EVERY.value, _STEPS.value)
-  link = TrialLink(_STORAGE.value, _STUDY_NAME.value, _TRIAL_NUMBER.value,
-                   pruner)
+  link = search_study.TrialLink(_STORAGE.value, _STUDY_NAME.value,
+                                _TRIAL_NUMBER.value, pruner)
   return main_lib.train(trial=link)
 
 
