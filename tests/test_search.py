@@ -2,13 +2,17 @@
 their run dirs, pruning, SIGTERM and SIGKILL of a worker, two workers on one
 storage, the report, TensorBoard's HParams, and bad input."""
 
+import glob
 import json
 import os
+import pathlib
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -337,3 +341,123 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
   assert lines[-1].startswith('seqmnist.tools.search: error: '), lines
   assert message in lines[-1], lines[-1]
   assert not runs_dir.exists()
+
+
+# --- services: a real PostgreSQL server, optuna-dashboard in Chromium -----
+
+
+def _postgres_bin():
+  found = sorted(glob.glob('/usr/lib/postgresql/*/bin/initdb'))
+  return os.path.dirname(found[-1]) if found else None
+
+
+@pytest.fixture
+def postgres(tmp_path):
+  """A throwaway PostgreSQL server on a free loopback port (Debian's
+  postgresql: .ci/run installs it); yields its URL for database
+  `seqmnist`."""
+  bin_dir = _postgres_bin()
+  if bin_dir is None:
+    pytest.skip('POSTGRESQL NOT AVAILABLE: no /usr/lib/postgresql/*/bin/'
+                'initdb (Debian: apt-get install postgresql; .ci/run does)')
+  # Its own folder outside pytest's (which only root may enter): the
+  # server refuses to run as root, so as root it runs as `postgres`.
+  home = pathlib.Path(tempfile.mkdtemp(prefix='seqmnist-postgres-'))
+  data = home / 'pgdata'
+  as_user = []
+  if os.geteuid() == 0:
+    shutil.chown(home, 'postgres')
+    as_user = ['runuser', '-u', 'postgres', '--']
+  port = free_ports(1)[0]
+
+  def pg(*args):
+    return subprocess.run([*as_user, *args], capture_output=True, text=True,
+                          timeout=120, check=False, cwd=home)
+  init = pg(f'{bin_dir}/initdb', '-D', str(data), '-U', 'postgres',
+            '--auth=trust')
+  assert init.returncode == 0, init.stderr
+  start = pg(f'{bin_dir}/pg_ctl', '-D', str(data), '-l',
+             str(home / 'server.log'), '-w', '-o',
+             f'-p {port} -k {home} -c listen_addresses=127.0.0.1', 'start')
+  assert start.returncode == 0, start.stderr
+  try:
+    made = pg(f'{bin_dir}/createdb', '-h', '127.0.0.1', '-p', str(port),
+              '-U', 'postgres', 'seqmnist')
+    assert made.returncode == 0, made.stderr
+    yield f'postgresql://postgres@127.0.0.1:{port}/seqmnist'
+  finally:
+    pg(f'{bin_dir}/pg_ctl', '-D', str(data), '-m', 'immediate', 'stop')
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.mark.ci_provides('PostgreSQL')
+def test_a_study_on_a_postgresql_server(postgres, tmp_path, mnist_dir):
+  """Two workers on a real PostgreSQL server: 4 trials between them, each
+  once; the study is in the database, the runs in the runs dir."""
+  import optuna  # pylint: disable=import-outside-toplevel
+  runs_dir = tmp_path / 'runs'
+  extra = ('--trials=4', f'--storage={postgres}', '--study_name=pg')
+  first = _search(runs_dir, mnist_dir, '--trials=1', f'--storage={postgres}',
+                  '--study_name=pg')
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert 'storage postgresql://postgres@127.0.0.1:' in first.stderr
+  assert not (runs_dir / 'study.db').exists()
+  procs = [_start(runs_dir, mnist_dir, *extra,
+                  log=tmp_path / f'worker-{i}.log') for i in range(2)]
+  for i, proc in enumerate(procs):
+    assert proc.wait(timeout=900) == 0, (
+        tmp_path / f'worker-{i}.log').read_text()[-3000:]
+  study = optuna.load_study(study_name='pg', storage=postgres)
+  assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
+  assert all(t.state.name in ('COMPLETE', 'PRUNED') for t in study.trials)
+  for number in range(4):
+    log = (runs_dir / 'logs' / f'trial-{number:04d}.log').read_text()
+    assert log.count('Training from step 0 ') == 1, number
+
+
+@pytest.mark.ci_provides('Chromium')
+def test_optuna_dashboard_shows_the_trials_in_a_browser(study, tmp_path):
+  """`optuna-dashboard` (as README says) on the finished study, its trial
+  list read from the page headless Chromium renders."""
+  chromium = shutil.which('chromium') or shutil.which('chromium-browser')
+  if chromium is None:
+    pytest.skip('CHROMIUM NOT AVAILABLE: Debian\'s chromium is not '
+                'installed (.ci/run installs it)')
+  runs_dir, _ = study
+  port = free_ports(1)[0]
+  server = subprocess.Popen(
+      [os.path.join(os.path.dirname(sys.executable), 'optuna-dashboard'),
+       f'sqlite:///{runs_dir}/study.db', '--host', '127.0.0.1', '--port',
+       str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      text=True)
+  try:
+    import urllib.request  # pylint: disable=import-outside-toplevel
+    deadline = time.time() + 60
+    while True:
+      assert server.poll() is None, server.stdout.read()
+      try:
+        with urllib.request.urlopen(f'http://127.0.0.1:{port}/api/studies',
+                                    timeout=5) as response:
+          studies = json.loads(response.read())['study_summaries']
+        break
+      except OSError:
+        assert time.time() < deadline
+        time.sleep(0.5)
+    assert [s['study_name'] for s in studies] == ['study']
+    page = subprocess.run(
+        [chromium, '--headless', '--no-sandbox', '--disable-gpu',
+         '--disable-quic', '--no-first-run', '--disable-background-networking',
+         '--disable-component-update', '--disable-sync',
+         f'--user-data-dir={tmp_path / "chromium"}',
+         '--virtual-time-budget=20000', '--dump-dom',
+         f'http://127.0.0.1:{port}/dashboard/studies/'
+         f'{studies[0]["study_id"]}/trials'],
+        capture_output=True, text=True, timeout=180, check=False)
+    assert page.returncode == 0, page.stderr[-2000:]
+    shown = sorted(set(int(n) for n in re.findall(r'Trial (\d+)',
+                                                  page.stdout)))
+    assert shown == [0, 1, 2, 3, 4], page.stdout[-3000:]
+    assert 'LEARNING_RATE' in page.stdout
+  finally:
+    server.terminate()
+    server.wait(timeout=30)
