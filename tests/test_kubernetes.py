@@ -324,3 +324,34 @@ def test_a_sweep_pod_runs_the_point_of_its_completion_index(tmp_path,
   saved = (run / 'operative_config.gin').read_text()
   assert 'Trainer.seed = 1' in saved and "Model.cell = 'gru'" in saved
   assert _results(run)['global_step'] == 10
+
+
+def test_a_search_renders_as_a_valid_indexed_job_of_workers(tmp_path):
+  """`seqmnist-search --backend=kubernetes --workers=3`: an Indexed Job of
+  three pods, each `python -m seqmnist.tools.search` of one study on the
+  given storage; paths are the pods', so nothing is written here."""
+  result = subprocess.run(
+      [sys.executable, '-m', 'seqmnist.tools.search', '--backend=kubernetes',
+       '--workers=3', '--gin_file=row.gin',
+       '--space=LEARNING_RATE=loguniform(1e-4, 3e-3)', '--trials=12',
+       '--storage=postgresql://seqmnist@postgres/studies',
+       f'--runs_dir={tmp_path}/search', '--data_dir=/data/mnist'],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+  assert result.returncode == 0, result.stderr[-3000:]
+  (job,) = [d for d in yaml.safe_load_all(result.stdout) if d]
+  for version in VERSIONS:
+    kubernetes_validate.validate(job, version, strict=True)
+  spec = job['spec']
+  assert (spec['completionMode'], spec['completions'],
+          spec['parallelism']) == ('Indexed', 3, 3)
+  container = spec['template']['spec']['containers'][0]
+  assert container['command'] == ['python', '-m', 'seqmnist.tools.search']
+  args = container['args']
+  assert {'--backend=local', '--trials=12', '--gin_file=row.gin',
+          '--storage=postgresql://seqmnist@postgres/studies',
+          '--space=LEARNING_RATE=loguniform(1e-4, 3e-3)',
+          f'--runs_dir={tmp_path}/search', '--study_name=search'} <= set(args)
+  env = {e['name'] for e in container['env']}
+  assert 'SEQMNIST_WORKERS' not in env  # workers of a study, not a cluster
+  assert not (tmp_path / 'search').exists()

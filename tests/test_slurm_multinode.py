@@ -235,3 +235,44 @@ def test_a_node_that_dies_costs_a_requeue_not_the_run(tmp_path, mnist_dir,
   results = _results(tmp_path / 'run')
   assert results['global_step'] == 300 and results['replicas'] == 2
   assert results['weights_fingerprint'] == uninterrupted['two_workers_long']
+
+
+def test_a_search_runs_as_a_job_array_of_workers_across_nodes(tmp_path,
+                                                               mnist_dir):
+  """`seqmnist-search --backend=slurm --workers=3` with a journal file on
+  the shared filesystem: three array tasks on the nodes, workers of one
+  study, that share its 5 trials and run each once."""
+  import optuna  # pylint: disable=import-outside-toplevel
+  from test_slurm import _wait_for_job  # pylint: disable=import-outside-toplevel
+  _three_nodes_or_skip()
+  runs = tmp_path / 'search'
+  journal = f'journal:{runs}/study.journal'
+  submitted = subprocess.run(
+      [sys.executable, '-m', 'seqmnist.tools.search', '--backend=slurm',
+       '--workers=3', '--gin_file=row.gin',
+       *gin_params(*FAST, 'Trainer.steps=20', 'Trainer.eval_every=10'),
+       '--space=LEARNING_RATE=loguniform(1e-4, 3e-2)', '--trials=5',
+       f'--storage={journal}', f'--runs_dir={runs}',
+       f'--data_dir={mnist_dir}', f'--sbatch_arg=--chdir={REPO}'],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+  assert submitted.returncode == 0, submitted.stderr[-3000:]
+  job = submitted.stdout.strip()
+  assert f'submitted Slurm job array {job} (3 worker(s))' in submitted.stderr
+  _wait_for_job(job)
+  worker_logs = sorted((runs / 'logs').glob(f'slurm-search-{job}_*.out'))
+  dump = '\n'.join(p.read_text()[-2000:] for p in worker_logs)
+  assert len(worker_logs) == 3, dump
+  nodes = set(re.findall(r'search worker \d of job \d+ on (n\d)', dump))
+  assert len(nodes) >= 2, dump  # the array spread over the nodes
+  study = optuna.load_study(
+      study_name='search', storage=optuna.storages.journal.JournalStorage(
+          optuna.storages.journal.JournalFileBackend(
+              str(runs / 'study.journal'))))
+  assert sorted(t.number for t in study.trials) == [0, 1, 2, 3, 4], dump
+  assert all(t.state.name in ('COMPLETE', 'PRUNED') for t in study.trials)
+  started = re.findall(r'trial (\d) (?:started|resumed)', dump)
+  assert sorted(started) == ['0', '1', '2', '3', '4'], dump  # each once
+  for number in range(5):
+    log = (runs / 'logs' / f'trial-{number:04d}.log').read_text()
+    assert log.count('Training from step 0 ') == 1, number

@@ -146,12 +146,15 @@ def _search() -> int:
       os.path.abspath(runs_dir or '.'))
   expected = search_study.identity(search, url, study_name)
   exists = search_study.check_runs_dir(runs_dir, expected)
-  if _STORAGE.value:  # reached before the runs dir is written
-    storage = search_study.open_storage(url)
-    search_study.create_runs_dir(runs_dir, expected)
-  else:
-    search_study.create_runs_dir(runs_dir, expected)
-    storage = search_study.open_storage(url)
+  # A database is reached before the runs dir is written; a journal file
+  # (or the default SQLite file) may live in the runs dir, made first.
+  if url.startswith('journal:'):
+    search_study.check_journal(url, runs_dir)
+  remote = not (url.startswith('journal:') or url == search_study.storage_url(
+      None, runs_dir))
+  storage = search_study.open_storage(url) if remote else None
+  search_study.create_runs_dir(runs_dir, expected)
+  storage = storage or search_study.open_storage(url)
   study = search_study.open_study(storage, study_name, expected, sampler,
                                   pruner)
   if backend.name != 'local':  # the study is ready: its workers load it

@@ -104,6 +104,17 @@ def redact(url: str) -> str:
   return f'{scheme}://{user}{":***" if ":" in credentials else ""}@{host}'
 
 
+def check_journal(url: str, runs_dir: str) -> None:
+  """Raises UserError unless journal:PATH's folder exists or is the runs
+  dir (made next)."""
+  folder = os.path.dirname(os.path.abspath(url[len('journal:'):]))
+  if url == 'journal:' or not (os.path.isdir(folder) or
+                               folder == os.path.abspath(runs_dir)):
+    raise UserError(f'--storage={url!r}: the journal file\'s folder '
+                    f'{folder} does not exist; give journal:PATH in an '
+                    'existing folder every worker sees (or in --runs_dir)')
+
+
 def open_storage(url: str):
   """The Optuna storage of `url` (journal:PATH or an SQLAlchemy URL).
 
