@@ -63,6 +63,8 @@ PACKAGES = {
     'loop': ('', 'config', 'data', 'model', 'optim', 'cluster', 'loop'),
     'serving': ('', 'config', 'data', 'model', 'optim', 'cluster', 'loop',
                 'serving', 'gin_files'),
+    # main: a search's trial (tools/search_trial.py) trains through
+    # seqmnist.main's own flags and function.
     'tools': ('', 'config', 'data', 'model', 'optim', 'cluster', 'loop',
-              'serving', 'tools', 'gin_files'),
+              'serving', 'tools', 'gin_files', 'main'),
 }

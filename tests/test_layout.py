@@ -61,7 +61,11 @@ def test_every_command_has_a_console_script_running_it_as_main():
       for f in sorted(os.listdir(os.path.join(REPO, 'seqmnist', package)))
       if "if __name__ == '__main__':" in open(
           os.path.join(REPO, 'seqmnist', package, f)).read()]
-  assert len(commands) == 9, commands
+  # Started by another command, not by a person: no console script.
+  internal = {'seqmnist.tools.search_trial'}  # a trial of seqmnist.tools.search
+  assert internal <= set(commands), commands
+  commands = [c for c in commands if c not in internal]
+  assert len(commands) == 10, commands
   ran = {}
   for name, target in scripts.items():
     module, function = target.split(':')

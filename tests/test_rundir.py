@@ -18,6 +18,7 @@ import threading
 import time
 
 import pytest
+import tensorflow as tf
 
 from conftest import REPO, gin_params, run_cli, start_cli, wait_for_line
 from seqmnist import rundir
@@ -341,28 +342,33 @@ def test_an_action_before_one_it_needs_is_refused():
                           steps_per_loop=1, actions=[Second(), First()])
 
 
-@pytest.mark.parametrize('histogram_every', [0, 10])
+@pytest.mark.parametrize('histogram_every, in_a_search', [(0, False),
+                                                        (10, False),
+                                                        (0, True)])
 def test_the_jobs_actions_come_in_the_order_their_needs_require(
-    histogram_every):
+    histogram_every, in_a_search):
   config = trainer.TrainerConfig(histogram_every=histogram_every)
   parts = job.Parts(
       trainer_config=config, evaluator=None, validation_split=None,
       summaries=None, checkpoints=None, dashboard=None, average=None,
       progress=None, window=None, optimizer=None, variables=[], signals=None,
-      strategy=None)
+      strategy=tf.distribute.get_strategy(),
+      trial=object() if in_a_search else None)
   built = outer_loop.build(job.ACTIONS, parts)
   names = [type(a).__name__ for a in built]
   # Every module of loop/actions/ gives one action, in the order their
-  # `after`s fix (ties by name); histograms only when asked for.
-  expected = ['Validate', 'SaveCheckpoint', 'ShowProgress',
+  # `after`s fix (ties by name);
+  # histograms only when asked for, a search's report only in a trial.
+  expected = ['Validate', 'ReportToTrial', 'SaveCheckpoint', 'ShowProgress',
               'WriteTrainSummaries', 'WriteGradientHistograms',
               'StopOnSignal']
   assert names == [n for n in expected
-                   if histogram_every or n != 'WriteGradientHistograms']
+                   if (histogram_every or n != 'WriteGradientHistograms') and
+                   (in_a_search or n != 'ReportToTrial')]
   modules = sorted(f[:-3] for f in os.listdir(os.path.join(
       REPO, 'seqmnist', 'loop', 'actions')) if f.endswith('.py') and
                    f != '__init__.py')
-  assert len(outer_loop.discover(job.ACTIONS)) == len(modules) == 6
+  assert len(outer_loop.discover(job.ACTIONS)) == len(modules) == 7
   outer_loop.check_order(built)
   # The cadences are the config's.
   every = {type(a).__name__: a.every for a in built}
