@@ -252,29 +252,9 @@ def check_runs_dir(runs_dir: str, expected: dict) -> bool:
   Raises:
     UserError: it holds another search, or files that are not a search's.
   """
-  if not runs_dir:
-    raise UserError('--runs_dir is required: the folder of the search\'s '
-                    'trials, e.g. --runs_dir=runs/search')
-  path = os.path.join(runs_dir, SEARCH_FILE)
-  if os.path.isfile(path):
-    try:
-      with open(path) as f:
-        saved = json.load(f)
-    except ValueError:
-      saved = None
-    if saved != expected:
-      raise UserError(
-          f'--runs_dir={runs_dir} holds another search ({SEARCH_FILE} '
-          'differs: other gin files, bindings, space, storage or study '
-          'name); give another folder, or the same command as before to '
-          'continue that one')
-    return True
-  if os.path.exists(runs_dir) and (not os.path.isdir(runs_dir) or
-                                   os.listdir(runs_dir)):
-    raise UserError(f'--runs_dir={runs_dir} exists and is not a search\'s '
-                    f'folder (no {SEARCH_FILE}); give a new or empty folder')
-  rundir.RunDir(runs_dir, flag='--runs_dir').check_usable()
-  return False
+  return sweep_grid.check_record(
+      runs_dir, SEARCH_FILE, expected, 'search',
+      'other gin files, bindings, space, storage or study name')
 
 
 def create_runs_dir(runs_dir: str, expected: dict) -> None:

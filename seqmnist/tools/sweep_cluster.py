@@ -26,7 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from seqmnist import rundir
 from seqmnist.errors import UserError, first_line
@@ -73,6 +73,24 @@ def check_slurm(script: str) -> None:
   if not shutil.which('sbatch'):
     raise UserError('sbatch is not on PATH: the slurm backend runs on a '
                     'Slurm login node (or use --backend=local)')
+
+
+def sbatch(command: Sequence[str], env) -> Tuple[Optional[str], str]:
+  """Runs an `sbatch --parsable` command: (job id, '') or (None, sbatch's
+  complaint in one line).
+
+  Raises:
+    UserError: sbatch could not be run at all, or hung.
+  """
+  try:
+    result = subprocess.run(command, env=env, capture_output=True, text=True,
+                            check=False, timeout=120)
+  except (OSError, subprocess.TimeoutExpired) as e:
+    raise UserError(f'cannot submit the job array: {first_line(e)}') from e
+  if result.returncode != 0:
+    return None, (f'sbatch failed (exit {result.returncode}): '
+                  f'{first_line(result.stderr.strip() or result.stdout)}')
+  return result.stdout.strip().split(';')[0], ''
 
 
 class SlurmBackend:
@@ -125,16 +143,10 @@ class SlurmBackend:
                SEQMNIST_LOG_DIR=os.path.join(self._runs_dir, sweep_grid.LOGS),
                PYTHON=os.environ.get('PYTHON', sys.executable))
     command = self.command([p.index for p in pending])
-    try:
-      result = subprocess.run(command, env=env, capture_output=True,
-                              text=True, check=False, timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as e:
-      raise UserError(f'cannot submit the job array: {first_line(e)}') from e
-    if result.returncode != 0:
-      self._say(f'sweep: sbatch failed (exit {result.returncode}): '
-                f'{first_line(result.stderr.strip() or result.stdout)}')
+    job, failure = sbatch(command, env)
+    if failure:
+      self._say(f'sweep: {failure}')
       return 1
-    job = result.stdout.strip().split(';')[0]
     self._say(f'sweep: submitted Slurm job array {job} ({len(pending)} of '
               f'{len(points)} point(s), {len(points) - len(pending)} already '
               f'finished); watch: squeue -j {job}; results: python -m '
@@ -252,16 +264,10 @@ def submit_search_workers(arguments: Sequence[str], runs_dir: str,
              script, *arguments]
   env = dict(os.environ, PYTHON=os.environ.get('PYTHON', sys.executable),
              SEQMNIST_LOG_DIR=logs)
-  try:
-    result = subprocess.run(command, env=env, capture_output=True, text=True,
-                            check=False, timeout=120)
-  except (OSError, subprocess.TimeoutExpired) as e:
-    raise UserError(f'cannot submit the workers: {first_line(e)}') from e
-  if result.returncode != 0:
-    stream.write(f'search: sbatch failed (exit {result.returncode}): '
-                 f'{first_line(result.stderr.strip() or result.stdout)}\n')
+  job, failure = sbatch(command, env)
+  if failure:
+    stream.write(f'search: {failure}\n')
     return 1
-  job = result.stdout.strip().split(';')[0]
   stream.write(f'search: submitted Slurm job array {job} ({workers} '
                f'worker(s)); watch: squeue -j {job}; results: python -m '
                f'seqmnist.tools.report {runs_dir}\n')

@@ -159,34 +159,51 @@ def check_points(sweep: Sweep) -> Dict[str, int]:
   return steps
 
 
-def prepare_runs_dir(runs_dir: str, sweep: Sweep) -> None:
-  """Creates DIR with sweep.json, or checks an existing one holds this sweep.
+def check_record(runs_dir: str, record: str, expected: dict, kind: str,
+                 what: str) -> bool:
+  """Whether DIR holds this sweep or search already (its `record` file,
+  sweep.json or search.json, equals `expected`); False if DIR is new or
+  empty. Nothing is written.
 
   Raises:
-    UserError: DIR holds another sweep, or files that are not a sweep's.
+    UserError: DIR holds another `kind` (its record differs in `what`), or
+      files that are not a `kind`'s.
   """
   if not runs_dir:
-    raise UserError('--runs_dir is required: the folder of the sweep\'s runs')
-  path = os.path.join(runs_dir, SWEEP_FILE)
+    raise UserError(f'--runs_dir is required: the folder of the {kind}\'s '
+                    'runs')
+  path = os.path.join(runs_dir, record)
   if os.path.isfile(path):
     try:
       with open(path) as f:
         saved = json.load(f)
     except ValueError:
       saved = None
-    if saved != sweep.to_json():
+    if saved != expected:
       raise UserError(
-          f'--runs_dir={runs_dir} holds another sweep ({SWEEP_FILE} differs: '
-          'other gin files, bindings or axes); give another folder, or the '
-          'same command as before to continue that one')
-    return
+          f'--runs_dir={runs_dir} holds another {kind} ({record} differs: '
+          f'{what}); give another folder, or the same command as before to '
+          'continue that one')
+    return True
   if os.path.exists(runs_dir) and (not os.path.isdir(runs_dir) or
                                    os.listdir(runs_dir)):
-    raise UserError(f'--runs_dir={runs_dir} exists and is not a sweep\'s '
-                    f'folder (no {SWEEP_FILE}); give a new or empty folder')
+    raise UserError(f'--runs_dir={runs_dir} exists and is not a {kind}\'s '
+                    f'folder (no {record}); give a new or empty folder')
   rundir.RunDir(runs_dir, flag='--runs_dir').check_usable()
+  return False
+
+
+def prepare_runs_dir(runs_dir: str, sweep: Sweep) -> None:
+  """Creates DIR with sweep.json, or checks an existing one holds this sweep.
+
+  Raises:
+    UserError: DIR holds another sweep, or files that are not a sweep's.
+  """
+  if check_record(runs_dir, SWEEP_FILE, sweep.to_json(), 'sweep',
+                  'other gin files, bindings or axes'):
+    return
   os.makedirs(runs_dir, exist_ok=True)
-  rundir.write_json(path, sweep.to_json())
+  rundir.write_json(os.path.join(runs_dir, SWEEP_FILE), sweep.to_json())
 
 
 def is_finished(runs_dir: str, point: Point, steps: int) -> bool:
