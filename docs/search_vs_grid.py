@@ -23,7 +23,8 @@ def _study(runs_dir):
 
 def _summary(name, study):
   trials = [t for t in study.trials if t.state.is_finished()]
-  core = sum(t.user_attrs.get('core_seconds', 0) for t in trials) / 3600
+  # Every trial's CPU time, a stopped one's too.
+  core = sum(t.user_attrs.get('core_seconds', 0) for t in study.trials) / 3600
   best = study.best_trial
   states = [t.state.name for t in trials]
   print(f'| {name} | {states.count("COMPLETE")} | {states.count("PRUNED")} | '

@@ -106,3 +106,17 @@ def test_storages_samplers_and_pruners_by_name(tmp_path):
                     optuna.pruners.HyperbandPruner)
   assert isinstance(search_study.make_pruner('none', 5, 10, 100),
                     optuna.pruners.NopPruner)
+  # Never before the prune_from-th validation: here the 4th, step 40.
+  median = search_study.make_pruner('median', 0, 10, 100, prune_from=4)
+  study = optuna.create_study(direction='maximize', pruner=median)
+  for value in (0.9, 0.8):
+    done = study.ask()
+    for step in (10, 20, 30, 40):
+      done.report(value, step)
+    study.tell(done, value)
+  behind = study.ask()
+  for step in (10, 20, 30):
+    behind.report(0.1, step)
+    assert not behind.should_prune(), step
+  behind.report(0.1, 40)
+  assert behind.should_prune()

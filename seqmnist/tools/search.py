@@ -71,6 +71,9 @@ _PRUNER = flags.DEFINE_enum(
 _STARTUP_TRIALS = flags.DEFINE_integer(
     'startup_trials', 5, 'TPE samples the first N trials at random, and the '
     'median pruner lets N trials finish before it prunes any.')
+_PRUNE_FROM = flags.DEFINE_integer(
+    'prune_from', 2, 'No trial is pruned before its N-th validation (the '
+    'early ones are noisy; a short schedule may want a later start).')
 _SEED = flags.DEFINE_integer('seed', 0, 'The sampler\'s seed.')
 _STORAGE = flags.DEFINE_string(
     'storage', None, 'Where the study lives: journal:PATH (a file on a '
@@ -116,6 +119,9 @@ def _search() -> int:
                       ('heartbeat', _HEARTBEAT.value),
                       ('workers', _WORKERS.value)):
     _positive(flag, value)
+  if _PRUNE_FROM.value < 1:
+    raise UserError(f'--prune_from={_PRUNE_FROM.value} must be >= 1 (the '
+                    'first validation)')
   if _STARTUP_TRIALS.value < 0:
     raise UserError(f'--startup_trials={_STARTUP_TRIALS.value} must be >= 0')
   search = search_study.Search(tuple(_GIN_FILE.value), tuple(_GIN_PARAM.value),
@@ -126,7 +132,8 @@ def _search() -> int:
   sampler = search_study.make_sampler(_SAMPLER.value, _SEED.value,
                                       _STARTUP_TRIALS.value, dims)
   pruner = search_study.make_pruner(_PRUNER.value, _STARTUP_TRIALS.value,
-                                    trainer['eval_every'], trainer['steps'])
+                                    trainer['eval_every'], trainer['steps'],
+                                    _PRUNE_FROM.value)
   trials = _TRIALS.value
   if trials is None:
     trials = 20
@@ -167,7 +174,8 @@ def _search() -> int:
   trial_flags = [f'--pruner={_PRUNER.value}',
                  f'--startup_trials={_STARTUP_TRIALS.value}',
                  f'--eval_every={trainer["eval_every"]}',
-                 f'--steps={trainer["steps"]}']
+                 f'--steps={trainer["steps"]}',
+                 f'--prune_from={_PRUNE_FROM.value}']
   return search_study.Worker(
       study, search, runs_dir=runs_dir, url=url, data_dir=_DATA_DIR.value,
       trials=trials, timeout=_TIMEOUT.value, parallel=_PARALLEL.value,
@@ -184,7 +192,8 @@ def _worker_arguments(runs_dir: str, trials: int) -> List[str]:
   args += [f'--runs_dir={runs_dir}', f'--trials={trials}',
            f'--sampler={_SAMPLER.value}', f'--pruner={_PRUNER.value}',
            f'--startup_trials={_STARTUP_TRIALS.value}',
-           f'--seed={_SEED.value}', f'--storage={_STORAGE.value}',
+           f'--prune_from={_PRUNE_FROM.value}', f'--seed={_SEED.value}',
+           f'--storage={_STORAGE.value}',
            f'--study_name={_STUDY_NAME.value or os.path.basename(runs_dir)}',
            f'--parallel={_PARALLEL.value}', f'--heartbeat={_HEARTBEAT.value}',
            '--backend=local']

@@ -196,23 +196,27 @@ def _GridSampler(*args, **kwargs):  # pylint: disable=invalid-name
   return _grid_sampler_class()(*args, **kwargs)
 
 
-def make_pruner(name: str, startup: int, eval_every: int, steps: int):
+def make_pruner(name: str, startup: int, eval_every: int, steps: int,
+                prune_from: int = 2):
   """The pruner, its resources in training steps: a trial reports its
-  validation accuracy every `eval_every` steps up to `steps`."""
+  validation accuracy every `eval_every` steps up to `steps`, and is never
+  pruned before its `prune_from`-th validation."""
+  first = prune_from * eval_every
   import optuna  # pylint: disable=g-import-not-at-top
   pruners = optuna.pruners
   if name == 'median':
     # The first `startup` trials run to their end; later ones stop at a
     # validation where they are behind the median of the earlier trials at
-    # that step, from the second validation on (the first is noisy).
+    # that step, from the `prune_from`-th validation on.
     return pruners.MedianPruner(n_startup_trials=startup,
-                                n_warmup_steps=2 * eval_every - 1)
+                                n_warmup_steps=first - 1)
   if name == 'successive_halving':
-    return pruners.SuccessiveHalvingPruner(min_resource=eval_every,
+    return pruners.SuccessiveHalvingPruner(min_resource=first,
                                            reduction_factor=3)
   if name == 'hyperband':
-    return pruners.HyperbandPruner(min_resource=eval_every,
-                                   max_resource=steps, reduction_factor=3)
+    return pruners.HyperbandPruner(min_resource=first,
+                                   max_resource=max(steps, first),
+                                   reduction_factor=3)
   if name == 'none':
     return pruners.NopPruner()
   raise UserError(f'--pruner={name!r} is not one of {", ".join(PRUNERS)}')

@@ -28,11 +28,13 @@ _STARTUP_TRIALS = flags.DEFINE_integer('startup_trials', 5,
                                        'As the search\'s.')
 _EVAL_EVERY = flags.DEFINE_integer('eval_every', 1, 'The pruner\'s step.')
 _STEPS = flags.DEFINE_integer('steps', 1, 'The pruner\'s last step.')
+_PRUNE_FROM = flags.DEFINE_integer('prune_from', 2, 'As the search\'s.')
 
 
 def _run():
   pruner = search_study.make_pruner(_PRUNER.value, _STARTUP_TRIALS.value,
-                                    _EVAL_EVERY.value, _STEPS.value)
+                                    _EVAL_EVERY.value, _STEPS.value,
+                                    _PRUNE_FROM.value)
   link = search_study.TrialLink(_STORAGE.value, _STUDY_NAME.value,
                                 _TRIAL_NUMBER.value, pruner)
   return main_lib.train(trial=link)
