@@ -407,6 +407,7 @@ class Worker:
     trial.set_user_attr('run_dir', name)
     bindings = self._search.bindings(trial.params)
     os.makedirs(os.path.join(self._runs_dir, LOGS), exist_ok=True)
+    resumed = os.path.isdir(os.path.join(self._runs_dir, name))
     log = open(os.path.join(self._runs_dir, LOGS, name + '.log'), 'a')
     proc = subprocess.Popen(
         self._command(trial.number, bindings), stdout=log, stderr=log,
@@ -415,7 +416,6 @@ class Worker:
         preexec_fn=sweep_grid.terminate_with_parent(os.getpid()))
     log.close()
     self._running.append(_Running(trial, proc, name))
-    resumed = os.path.isdir(os.path.join(self._runs_dir, name))
     self._say(f'search: trial {trial.number} {"resumed" if resumed else "started"}'
               f' ({", ".join(bindings)}) in {name}')
     return True
