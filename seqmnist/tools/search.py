@@ -102,6 +102,12 @@ _K8S_NAME = flags.DEFINE_string(
     'k8s_name', 'seqmnist-search', 'kubernetes: the Job\'s name.')
 
 
+def _study_name(runs_dir) -> str:
+  """--study_name, or the runs dir's own name."""
+  return _STUDY_NAME.value or os.path.basename(
+      os.path.abspath(runs_dir or '.'))
+
+
 def _positive(flag, value):
   if value is not None and value <= 0:
     raise UserError(f'--{flag}={value} must be positive')
@@ -149,8 +155,7 @@ def _search() -> int:
       return backend.start_workers(_worker_arguments(runs_dir, trials),
                                    _options(runs_dir))
   url = search_study.storage_url(_STORAGE.value, runs_dir or '.')
-  study_name = _STUDY_NAME.value or os.path.basename(
-      os.path.abspath(runs_dir or '.'))
+  study_name = _study_name(runs_dir)
   expected = search_study.identity(search, url, study_name)
   exists = search_study.check_runs_dir(runs_dir, expected)
   # A database is reached before the runs dir is written; a journal file
@@ -194,7 +199,7 @@ def _worker_arguments(runs_dir: str, trials: int) -> List[str]:
            f'--startup_trials={_STARTUP_TRIALS.value}',
            f'--prune_from={_PRUNE_FROM.value}', f'--seed={_SEED.value}',
            f'--storage={_STORAGE.value}',
-           f'--study_name={_STUDY_NAME.value or os.path.basename(runs_dir)}',
+           f'--study_name={_study_name(runs_dir)}',
            f'--parallel={_PARALLEL.value}', f'--heartbeat={_HEARTBEAT.value}',
            '--backend=local']
   if _TIMEOUT.value:
