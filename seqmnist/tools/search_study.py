@@ -378,11 +378,17 @@ class Worker:
   def _trials_in(self, *states):
     return self._study.get_trials(deepcopy=False, states=states or None)
 
+  def _has_work(self) -> bool:
+    """Whether this worker may start a trial: one waiting, or fewer than
+    `trials` in the study, before the timeout."""
+    from optuna.trial import TrialState  # pylint: disable=g-import-not-at-top
+    return self._may_start() and bool(self._trials_in(TrialState.WAITING) or
+                                      len(self._trials_in()) < self._trials)
+
   def _done(self) -> bool:
     """Nothing left to start here, and no other worker's trial to watch."""
     from optuna.trial import TrialState  # pylint: disable=g-import-not-at-top
-    if self._may_start() and (self._trials_in(TrialState.WAITING) or
-                              len(self._trials_in()) < self._trials):
+    if self._has_work():
       return False
     if self._deadline is not None and time.time() >= self._deadline:
       return True
@@ -392,11 +398,7 @@ class Worker:
     return self._deadline is None or time.time() < self._deadline
 
   def _start_next(self) -> bool:
-    from optuna.trial import TrialState  # pylint: disable=g-import-not-at-top
-    if not self._may_start():
-      return False
-    if (not self._trials_in(TrialState.WAITING) and
-        len(self._trials_in()) >= self._trials):
+    if not self._has_work():
       return False
     # A waiting trial first (one stopped earlier): its parameters are in
     # the storage, so it gets the same values again.
