@@ -169,7 +169,8 @@ TIERS = {
     'test_cluster.py': 'unit', 'test_data.py': 'unit',
     'test_augment.py': 'unit',
     'test_models.py': 'unit', 'test_levers.py': 'unit',
-    'test_fused.py': 'unit', 'test_rundir.py': 'unit',
+    'test_fused.py': 'unit', 'test_implementations.py': 'unit',
+    'test_rundir.py': 'unit',
     'test_kubernetes.py': 'unit', 'test_layout.py': 'unit',
     # One file per module of seqmnist/loop/actions/.
     'actions/test_validate.py': 'unit',

@@ -15,12 +15,14 @@ LAYERS = (
     ('__init__', 'errors', 'validators', 'user_files', 'registry'),
     # 1 formats and places: the run directory, the command line's shared
     #   parts, gin text; IDX files, TFDS's download cache, image shifts, the
-    #   dataset registry; the cell registry, the Keras recurrent layers it
-    #   builds, the fused oneDNN recurrence, gate biases, stateless dropout;
+    #   dataset registry; the cell registry, how layers run on this
+    #   machine, the Keras recurrent layers it builds, the fused oneDNN
+    #   recurrence, gate biases, stateless dropout;
     #   gradient clipping; cluster discovery
     ('rundir', 'cli', 'config.gin_text',
      'data.idx', 'data.tfds_cache', 'data.augment', 'data.datasets',
-     'model.cells', 'model.rnn_layers', 'model.fused', 'model.gates',
+     'model.cells', 'model.implementations', 'model.rnn_layers',
+     'model.fused', 'model.gates',
      'model.dropout', 'optim.clipping', 'cluster.discover'),
     # 2 the experiment's parts: data, model, optimizer, weight average,
     #   strategy, step functions, event writers, config drift

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import gin
 import pytest
 
 from conftest import REPO
@@ -17,26 +18,40 @@ from seqmnist.tools import bench
 from seqmnist.tools import bench_measurements
 
 
+# Each measurement function once, and the trainer with bindings and an
+# environment (two replicas, one thread each, the fused op); the other trainer
+# variants differ only in their bindings, which
+# test_every_trainer_variant_is_a_valid_config checks without training.
+SMOKE_VARIANTS = ('ours', 'replicas_2_fused', 'keras_fit', 'torch', 'limit',
+                  'core_pipeline', 'core_in_memory', 'steps_per_loop_1')
+
+
 def test_smoke_run_produces_the_table_and_json(tmp_path, mnist_dir):
   output = tmp_path / 'bench.json'
   result = subprocess.run(
       [sys.executable, '-m', 'seqmnist.tools.bench', '--smoke',
+       f'--variants={",".join(SMOKE_VARIANTS)}',
        f'--data_dir={mnist_dir}', f'--output={output}'],
       cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(output.read_text())
   assert report['markdown'] in result.stdout
-  assert report['machine']['tensorflow'].startswith('2.21')
+  machine = report['machine']
+  assert machine['tensorflow'].startswith('2.21')
+  assert set(machine['vector_extensions']) == {'AVX2', 'AVX-512', 'AMX'}
+  assert isinstance(machine['onednn_ops'], bool)
+  assert result.stdout.startswith(f'CPU: {machine["cpu"]} (')
+  assert "TensorFlow's oneDNN ops o" in result.stdout.splitlines()[0]
   assert report['matmul_gflops'] > 0
   rows = {r['variant']: r for r in report['rows']}
-  assert set(rows) == set(bench.VARIANTS)
+  assert set(rows) == set(SMOKE_VARIANTS)
   # The test extra installs torch: CI measures the PyTorch reference too.
   assert report['machine']['torch'] is not None or not os.environ.get('CI')
   for name, row in rows.items():
     if name == 'torch' and report['machine']['torch'] is None:
       assert 'pip install -e ".[bench]"' in row['note']
       continue
-    if name == 'ours_fused' and not fused.available():  # CI builds it
+    if 'fused' in name and not fused.available():  # CI builds it
       assert not os.environ.get('CI') and 'fused op' in row['note']
       continue
     assert row['examples_per_second'] > 0, (name, row)
@@ -53,6 +68,36 @@ def test_smoke_run_produces_the_table_and_json(tmp_path, mnist_dir):
   (roof,) = report['rooflines']
   assert roof['step_matmul_gflops'] > 0 and roof['examples_per_second'] > 0
   assert 'row gru: roofline' in result.stdout
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize('variant', sorted(
+    bench_measurements.TRAINER_VARIANTS))
+@pytest.mark.parametrize('task', ['row', 'pixel'])
+def test_every_trainer_variant_is_a_valid_config(variant, task):
+  """Its bindings parse and validate on the task's gin file, the layers it
+  asks for can be built, and its environment is a set of strings."""
+  from seqmnist.loop import experiment  # pylint: disable=g-import-not-at-top
+  from seqmnist.model import network  # pylint: disable=g-import-not-at-top
+  assert variant in bench.VARIANTS
+  spec = bench_measurements.Spec(variant, task, 'gru', 8, 32, 4, 2, None)
+  bindings, environment = bench_measurements.TRAINER_VARIANTS[variant]
+  assert all(isinstance(k, str) and isinstance(v, str)
+             for k, v in environment.items())
+  bench_measurements._parse(spec, **bindings)  # pylint: disable=protected-access
+  try:
+    configs = experiment.Configs.from_gin()
+  finally:
+    gin.clear_config()  # the task's bindings would reach later tests
+  assert configs.trainer.steps_per_loop == 2
+  if variant == 'ours_unroll' and task == 'pixel':
+    return  # skipped by the bench: unroll is for short sequences
+  if 'fused' in variant and not fused.available():
+    return
+  choice = network.choose_implementation(configs.model,
+                                         configs.data.sequence_shape[0])
+  wanted = bindings.get('Model.implementation', "'auto'").strip("'")
+  assert wanted == 'auto' or choice.implementation == wanted
 
 
 @pytest.mark.parametrize('cell', ['gru', 'lstm'])

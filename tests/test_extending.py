@@ -157,11 +157,11 @@ def test_a_registered_cell_reaches_every_table(my_cells, monkeypatch):
     assert memory('indrnn') == memory('simple') < memory('gru')
     # Not a cell the op covers: 'auto' takes Keras' layer, 'fused' is
     # refused naming the cell.
-    assert not network.uses_fused(network.ModelConfig(cell='indrnn'))
+    assert not network.uses_fused(network.ModelConfig(cell='indrnn'), 28)
     with pytest.raises(ConfigError, match="no recurrence for "
                        "Model.cell='indrnn'"):
       network.uses_fused(network.ModelConfig(cell='indrnn',
-                                             implementation='fused'))
+                                             implementation='fused'), 28)
     with pytest.raises(ConfigError, match="Model.gate_init='chrono' needs "
                        "gates; Model.cell='indrnn' has none"):
       gin_files.parse(['row.gin'], ["Model.cell='indrnn'",

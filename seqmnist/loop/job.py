@@ -110,7 +110,8 @@ def train_and_evaluate(model_dir: str, data_dir: Optional[str],
   configs = experiment_lib.Configs.from_gin()
   run_dir = rundir_lib.RunDir(model_dir)
   run_dir.check_usable()
-  if network.uses_fused(configs.model) and not configs.trainer.jit_compile:
+  if (network.uses_fused(configs.model, configs.data.sequence_shape[0]) and
+      not configs.trainer.jit_compile):
     fused.hand_threads_to_onednn()
   strategy = distribute.make_strategy(configs.distribute)
   configs.check_with(strategy)

@@ -39,6 +39,9 @@ class Layer:
   gate_init: str = 'default'
   bias_initializer: Optional[object] = None  # a Keras initializer
   fused: bool = False
+  # Model.implementation='unroll': train with the recurrence unrolled (the
+  # GRU/LSTM layers unroll only in training; a plain RNN always).
+  unroll: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +103,7 @@ def _gru(spec: Layer) -> 'keras.layers.Layer':
       spec.bias_initializer) else {}
   return rnn_layers.SplitGateGRU(reset_after=True,
                                  fused=GRU.fused if spec.fused else '',
+                                 unroll_training=spec.unroll,
                                  **CUDNN_ARGUMENTS, **extra, **spec.arguments)
 
 
@@ -117,6 +121,7 @@ def _lstm(spec: Layer) -> 'keras.layers.Layer':
       spec.bias_initializer) else {}
   return rnn_layers.FusedLSTM(unit_forget_bias=spec.gate_init == 'default',
                               fused=LSTM.fused if spec.fused else '',
+                              unroll_training=spec.unroll,
                               **CUDNN_ARGUMENTS, **extra,
                               **spec.arguments)
 
@@ -152,7 +157,8 @@ def _lstm_bare_step(state, xt, recurrent, recurrent_bias):
 
 def _simple(spec: Layer) -> 'keras.layers.Layer':
   import keras  # pylint: disable=g-import-not-at-top
-  return keras.layers.SimpleRNN(activation='tanh', **spec.arguments)
+  return keras.layers.SimpleRNN(activation='tanh', unroll=spec.unroll,
+                                **spec.arguments)
 
 
 GRU = register(Cell('gru', _gru, gates=3, set_forget_bias=_gru_forget_bias,

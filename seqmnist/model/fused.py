@@ -30,6 +30,8 @@ from typing import Optional
 from absl import logging
 import tensorflow as tf
 
+from seqmnist.model import implementations
+
 # setup.py builds it as an extension module of the package (seqmnist/).
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIBRARY = next(iter(sorted(glob.glob(os.path.join(_PACKAGE_DIR,
@@ -65,7 +67,7 @@ def load():
                      'package)')
     return None
   # Before oneDNN's OpenMP runtime starts (it reads this once).
-  os.environ.setdefault('OMP_NUM_THREADS', str(thread_budget()))
+  os.environ.setdefault('OMP_NUM_THREADS', str(implementations.thread_budget()))
   dnnl = _dnnl_library()
   try:
     if dnnl:
@@ -75,14 +77,6 @@ def load():
     first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
     _state['why'] = f'{LIBRARY} did not load: {first}'
   return _state['loaded']
-
-
-def thread_budget() -> int:
-  """The threads a run may use: TF_NUM_INTRAOP_THREADS, else its CPUs."""
-  try:
-    return max(1, int(os.environ.get('TF_NUM_INTRAOP_THREADS', '')))
-  except ValueError:
-    return max(1, len(os.sched_getaffinity(0)))
 
 
 def hand_threads_to_onednn() -> None:

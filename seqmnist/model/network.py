@@ -24,6 +24,7 @@ from seqmnist.model import cells
 from seqmnist.model import dropout as dropout_lib
 from seqmnist.model import fused
 from seqmnist.model import gates
+from seqmnist.model import implementations
 # Imported for its side effect: registering the layers' Keras classes.
 from seqmnist import validators
 from seqmnist.errors import ConfigError
@@ -42,9 +43,7 @@ MAX_LAYERS = 64
 # classic protocol of these tasks), the mean over time, or both.
 READOUTS = ('last', 'mean', 'last_mean')
 MAX_DILATION = 1024
-# How a GRU/LSTM layer runs on the CPU: 'auto' (see uses_fused), 'keras',
-# or 'fused'.
-IMPLEMENTATIONS = ('auto', 'keras', 'fused')
+IMPLEMENTATIONS = implementations.IMPLEMENTATIONS
 
 @gin.configurable('Model')
 @dataclasses.dataclass(frozen=True)
@@ -87,12 +86,13 @@ class ModelConfig:
       et al. 2017, Dilated RNN); every layer stays cuDNN-eligible. With
       gate_init='chrono', a layer's time scales span the ceil(T / d) steps
       it runs, not the T of the whole sequence.
-    implementation: how GRU/LSTM layers run without a GPU: 'fused' (the
-      whole layer as one oneDNN op, fused.py), 'keras' (Keras' step loop),
-      or 'auto' (fused when it loaded, no GPU is visible and the process
-      has one thread, where it measured faster; else Keras' layer, which
-      picks cuDNN on a GPU). The variables are the same either way, so a
-      run may switch on resume.
+    implementation: how GRU/LSTM layers run: 'keras' (Keras' layer: its
+      step loop on a CPU, cuDNN on a GPU), 'fused' (the whole layer as one
+      oneDNN op, fused.py), 'unroll' (Keras' layer unrolled, for short
+      sequences on a CPU) or 'auto' (picked from the machine: a GPU, the
+      CPU's features, threads and sequence length; implementations.py).
+      The variables are the same either way, so a run may switch on
+      resume.
   """
   cell: str = 'gru'
   units: int = 128
@@ -146,53 +146,57 @@ class ModelConfig:
           "initializer name such as 'orthogonal' or 'glorot_uniform'") from e
 
 
-# 'auto' runs the fused op only on one thread: measured in the trainer
-# (`python -m seqmnist.tools.bench`, docs/benchmarks.md), pixel GRU 128 at one
-# thread per process ran 1.26x Keras' layer (320 vs 255 examples/s), while
-# with two threads Keras' layer was faster on every row/pixel x GRU/LSTM row
-# (the op 0.62x-0.99x): oneDNN 3.2's f32 RNN is its reference
-# implementation, and its threads compete with TensorFlow's.
-FUSED_AUTO_MAX_THREADS = 1
-
-
-def uses_fused(config: ModelConfig) -> bool:
-  """Whether this config's GRU/LSTM layers run the fused op: 'fused', or
-  'auto' on a CPU-only machine when the process has one thread
-  (`fused.thread_budget`, e.g. TF_NUM_INTRAOP_THREADS=1: runs side by side).
+def choose_implementation(config: ModelConfig,
+                          sequence_length: int) -> implementations.Choice:
+  """What runs this config's GRU/LSTM layers on sequences of
+  `sequence_length` steps: `Model.implementation`, or what 'auto' picks here
+  (implementations.py).
 
   Raises:
-    ConfigError: 'fused' was asked for and the op is not available, or does
-      not cover the cell.
+    ConfigError: an implementation was asked for that cannot run this
+      config ('fused' without the op, or for a cell or precision it does
+      not cover; 'unroll' over more than MAX_UNROLL_STEPS steps).
   """
-  if config.implementation == 'keras':
-    return False
-  if not cells.get(config.cell).fused:
-    if config.implementation == 'fused':
+  requested = config.implementation
+  cell = cells.get(config.cell)
+  # The most steps one layer runs: a layer at dilation d runs ceil(T / d).
+  steps = -(-sequence_length // min(tuple(config.dilations) or (1,)))
+  if requested == 'fused':
+    if not cell.fused:
       covered = [n for n in cells.names() if cells.get(n).fused]
       raise ConfigError(
           f"Model.implementation='fused' but the fused op has no "
           f'recurrence for Model.cell={config.cell!r} (it covers '
           f"{', '.join(map(repr, covered))}); use 'auto' or 'keras'")
-    return False
-  if config.precision != 'float32':  # the op computes in float32 only
-    if config.implementation == 'fused':
+    if config.precision != 'float32':  # the op computes in float32 only
       raise ConfigError(f"Model.implementation='fused' computes in float32; "
                         f'Model.precision={config.precision!r} needs '
                         "'keras' or 'auto'")
-    return False
-  if config.implementation == 'auto' and (
-      fused.thread_budget() > FUSED_AUTO_MAX_THREADS or
-      tf.config.list_physical_devices('GPU')):
-    return False
-  if not fused.available():
-    if config.implementation == 'fused':
+    if not fused.available():
       raise ConfigError(f"Model.implementation='fused' but {fused.why()}")
+  if requested == 'unroll' and steps > implementations.MAX_UNROLL_STEPS:
+    raise ConfigError(
+        f"Model.implementation='unroll' would copy the cell {steps} "
+        f'times into the graph (at most {implementations.MAX_UNROLL_STEPS} '
+        "steps); use 'auto', 'keras' or 'fused' for this sequence")
+  gpu = bool(tf.config.list_physical_devices('GPU'))
+  covered = bool(cell.fused) and config.precision == 'float32'
+  available = covered and not gpu and fused.available()
+  if requested == 'auto' and covered and not gpu and not available:
     _say_once('keras', f'Keras layers, not the fused op: {fused.why()}',
               logging.warning)
-    return False
-  _say_once('fused', 'GRU/LSTM layers run as one fused oneDNN op each '
-            '(Model.implementation).')
-  return True
+  return implementations.choose(
+      requested, cell_fused=bool(cell.fused),
+      float32=config.precision == 'float32', sequence_length=steps,
+      threads=implementations.thread_budget(), gpu=gpu,
+      fused_available=available)
+
+
+def uses_fused(config: ModelConfig, sequence_length: int) -> bool:
+  """Whether this config's GRU/LSTM layers run the fused op (see
+  choose_implementation)."""
+  return choose_implementation(config, sequence_length).implementation == (
+      'fused')
 
 
 _said = set()
@@ -225,11 +229,13 @@ def build(config: ModelConfig, sequence_shape, num_classes: int,
   inputs = keras.Input(shape=tuple(sequence_shape), name='sequence')
   x = inputs
   policy = keras.DTypePolicy(config.precision)
-  use_fused = uses_fused(config)
+  dilations = tuple(config.dilations) or (1,) * config.layers
+  choice = choose_implementation(config, sequence_shape[0])
+  _say_once(f'layers {choice}', f'Recurrent layers: {choice.implementation} '
+            f'({choice.why}).')
   if config.input_dropout:
     x = dropout_lib.StatelessDropout(config.input_dropout, salt=1,
                                      name='input_dropout', dtype=policy)(x)
-  dilations = tuple(config.dilations) or (1,) * config.layers
   for i, dilation in enumerate(dilations):
     last = i == config.layers - 1
     # Chrono spreads a layer's time scales over the steps it sees: a layer
@@ -237,7 +243,8 @@ def build(config: ModelConfig, sequence_shape, num_classes: int,
     layer = _rnn_layer(config, i, seed,
                        sequence_length=-(-sequence_shape[0] // dilation),
                        return_sequences=not last or config.readout != 'last'
-                       or dilation > 1, dtype=policy, use_fused=use_fused)
+                       or dilation > 1, dtype=policy,
+                       implementation=choice.implementation)
     if dilation > 1:
       x = Dilate(dilation, name=f'dilate_{i}')(x)
       x = Undilate(dilation, sequence_shape[0], name=f'undilate_{i}')(
@@ -267,7 +274,7 @@ def build(config: ModelConfig, sequence_shape, num_classes: int,
 
 
 def _rnn_layer(config, index, seed, sequence_length, return_sequences,
-               dtype, use_fused=False):
+               dtype, implementation='keras'):
   layer_seed = seed + 100 * index
   cell = cells.get(config.cell)
   bias_initializer = gates.GateBias(
@@ -283,7 +290,8 @@ def _rnn_layer(config, index, seed, sequence_length, return_sequences,
               seed=layer_seed + 1),
           name=f'{config.cell}_{index}'),
       gate_init=config.gate_init, bias_initializer=bias_initializer,
-      fused=use_fused and bool(cell.fused)))
+      fused=implementation == 'fused' and bool(cell.fused),
+      unroll=implementation == 'unroll'))
 
 
 def recurrent_layers(model: keras.Model):

@@ -5,7 +5,8 @@ Both keep Keras' variables, names and checkpoint layout, and the cuDNN
 eligibility of `keras.layers.GRU` / `keras.layers.LSTM`; they differ only in
 what runs without a GPU: `SplitGateGRU`'s generic step splits its gates
 instead of slicing them, and with `fused=KERNEL` either trains with the whole
-sequence as the fused oneDNN op (fused.py).
+sequence as the fused oneDNN op (fused.py), with `unroll_training=True` with
+its recurrence unrolled; inference runs Keras' loop either way.
 """
 
 import keras
@@ -61,11 +62,14 @@ class _Fusable:
   step, as an export serves it, so a run's test accuracy is the one its
   SavedModel reproduces, image for image."""
 
-  def _init_fused(self, kernel):
+  def _init_fused(self, kernel, unroll_training=False):
     """kernel: the fused op's recurrence for this cell (the cell registry's
-    `Cell.fused`), or '' for Keras' step."""
+    `Cell.fused`), or '' for Keras' step; unroll_training: train with the
+    recurrence unrolled (Model.implementation='unroll'), while inference
+    runs Keras' loop as an export serves it."""
     self._fused_kernel = kernel or ''
     self.fused = bool(self._fused_kernel)
+    self.unroll_training = bool(unroll_training)
 
   def _fused_covers(self, sequences, initial_state, mask, training):
     cell = self.cell
@@ -79,6 +83,15 @@ class _Fusable:
             cell.use_bias and len(sequences.shape) == 3)
 
   def call(self, sequences, initial_state=None, mask=None, training=False):
+    if self.unroll_training and training:
+      # Keras reads `unroll` when the call is traced; the layer keeps
+      # unroll=False otherwise (its config, cuDNN eligibility, inference).
+      self.unroll = True
+      try:
+        return super().call(sequences, initial_state=initial_state,
+                            mask=mask, training=training)
+      finally:
+        self.unroll = False
     if not self._fused_covers(sequences, initial_state, mask, training):
       return super().call(sequences, initial_state=initial_state, mask=mask,
                           training=training)
@@ -89,7 +102,8 @@ class _Fusable:
     return outputs if self.return_sequences else outputs[:, -1]
 
   def get_config(self):
-    return dict(super().get_config(), fused=self._fused_kernel)
+    return dict(super().get_config(), fused=self._fused_kernel,
+                unroll_training=self.unroll_training)
 
 
 @keras.saving.register_keras_serializable(package='seqmnist')
@@ -98,16 +112,16 @@ class SplitGateGRU(_Fusable, keras.layers.GRU):
   or with `fused='gru'` the fused op; the same weights, layout, cuDNN
   eligibility and checkpoint paths."""
 
-  def __init__(self, *args, fused='', **kwargs):  # pylint: disable=redefined-outer-name
+  def __init__(self, *args, fused='', unroll_training=False, **kwargs):  # pylint: disable=redefined-outer-name
     super().__init__(*args, **kwargs)
     self.cell = SplitGateGRUCell.from_config(self.cell.get_config())
-    self._init_fused(fused if self.cell.reset_after else '')
+    self._init_fused(fused if self.cell.reset_after else '', unroll_training)
 
 
 @keras.saving.register_keras_serializable(package='seqmnist')
 class FusedLSTM(_Fusable, keras.layers.LSTM):
   """keras.layers.LSTM, or with `fused='lstm'` the fused op; the same
   weights, layout, cuDNN eligibility and checkpoint paths."""
-  def __init__(self, *args, fused='', **kwargs):  # pylint: disable=redefined-outer-name
+  def __init__(self, *args, fused='', unroll_training=False, **kwargs):  # pylint: disable=redefined-outer-name
     super().__init__(*args, **kwargs)
-    self._init_fused(fused)
+    self._init_fused(fused, unroll_training)

@@ -11,9 +11,17 @@ within each repetition, and the table reports medians. Variants:
   ours             the real trainer (`train_and_evaluate` from the task's gin
                    file): summaries and a checkpoint inside the timed span;
                    the first loop (tracing) and validation/test excluded;
-                   Model.implementation='auto' (models.uses_fused decides)
+                   Model.implementation='auto' (implementations.py decides)
   ours_keras       ours with Model.implementation='keras' (Keras' step loop)
   ours_fused       ours with Model.implementation='fused' (the oneDNN op)
+  ours_unroll      ours with Model.implementation='unroll' (Keras' layer
+                   unrolled; row only)
+  onednn           ours_keras with TF_ENABLE_ONEDNN_OPTS=1: TensorFlow's own
+                   oneDNN ops, which it leaves off on CPUs without AVX-512
+  replicas_2       ours_keras as two replicas on two logical CPU devices
+                   (Distribute.logical_cpus=2, TF_NUM_INTRAOP_THREADS=1),
+                   each on half of the batch
+  replicas_2_fused the same with Model.implementation='fused'
   keras_fit        the same model, optimizer (schedule, `clipnorm`) and batch
                    through `model.compile` + `model.fit` as a user writes
                    them: defaults, so jit_compile='auto' (XLA on a CPU), no
@@ -54,13 +62,22 @@ from absl import flags
 
 from seqmnist import cli
 from seqmnist.model import cells
-from seqmnist.tools.bench_measurements import Spec, measure, step_matmul_gflops
+from seqmnist.model import implementations
+from seqmnist.tools.bench_measurements import Spec
+from seqmnist.tools.bench_measurements import environment
+from seqmnist.tools.bench_measurements import measure
+from seqmnist.tools.bench_measurements import step_matmul_gflops
 
 VARIANTS = {
     'ours': 'our trainer (real loop: summaries, checkpoint), '
-            "Model.implementation='auto' (models.uses_fused)",
+            "Model.implementation='auto' (implementations.py)",
     'ours_keras': "ours, Model.implementation='keras' (Keras' step loop)",
     'ours_fused': "ours, Model.implementation='fused' (the oneDNN op)",
+    'ours_unroll': "ours, Model.implementation='unroll' (row only)",
+    'onednn': "ours_keras with TF_ENABLE_ONEDNN_OPTS=1",
+    'replicas_2': "ours_keras on 2 logical CPUs (Distribute.logical_cpus=2),"
+                  " one TensorFlow thread each",
+    'replicas_2_fused': "the same with Model.implementation='fused'",
     'keras_fit': 'Keras model.fit, same model/optimizer/batch, defaults',
     'keras_fit_no_xla': 'Keras model.fit, jit_compile=False',
     'torch': 'PyTorch reference, same model/update',
@@ -125,7 +142,8 @@ def train_flops_per_example(task: str, cell: str, units: int) -> float:
 
 
 def _run_worker(spec: Spec) -> dict:
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2',
+             **environment(spec.variant))
   proc = subprocess.run(
       [sys.executable, '-m', 'seqmnist.tools.bench',
        f'--worker={json.dumps(dataclasses.asdict(spec))}'],
@@ -138,25 +156,21 @@ def _run_worker(spec: Spec) -> dict:
 
 
 def machine() -> dict:
+  """The machine the figures hold for: the CPU, its vector extensions and
+  TensorFlow's oneDNN state (in this, the harness's, process)."""
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  cpu, flags_ = platform.processor(), ''
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name') and not cpu.strip(' x86_64'):
-          cpu = line.split(':', 1)[1].strip()
-        if line.startswith('flags') and not flags_:
-          flags_ = line
-  except OSError:
-    pass
+  flags_ = implementations.cpu_flags()
   try:
     import torch  # pylint: disable=g-import-not-at-top
     torch_version = torch.__version__
   except ImportError:
     torch_version = None
   return {
-      'cpu': cpu, 'cores': os.cpu_count(),
+      'cpu': implementations.cpu_model(), 'cores': os.cpu_count(),
+      'vector_extensions': implementations.vector_extensions(),
+      'cpu_kind': implementations.cpu_kind(),
+      'onednn_ops': implementations.onednn_ops_on(),
       'bf16_instructions': 'avx512_bf16' in flags_ or 'amx_bf16' in flags_,
       'gpus': [d.name for d in tf.config.list_physical_devices('GPU')],
       'tensorflow': tf.__version__, 'keras': keras.__version__,
@@ -229,7 +243,15 @@ def markdown(report: dict) -> str:
   """The table (and the derived ratios) as Markdown."""
   m = report['machine']
   peak = report['matmul_gflops']
+  extensions = ', '.join(
+      name if has else f'no {name}'
+      for name, has in m.get('vector_extensions', {}).items())
+  onednn = {True: 'on', False: 'off'}.get(m.get('onednn_ops'),
+                                           'not recorded')
   lines = [
+      f'CPU: {m["cpu"]} ({extensions or "vector extensions not recorded"}); '
+      f"TensorFlow's oneDNN ops {onednn} (the onednn variant turns them on).",
+      '',
       f'Machine: {m["cpu"]}, {m["cores"]} cores, GPUs: '
       f'{", ".join(m["gpus"]) or "none"}; TensorFlow {m["tensorflow"]}, '
       f'Keras {m["keras"]}, torch {m["torch"] or "not installed"}; '
@@ -271,6 +293,11 @@ def markdown(report: dict) -> str:
     for top, bottom, what in (
         ('ours_fused', 'ours_keras', "the fused op vs Keras' layers"),
         ('ours', 'ours_keras', "ours (auto) vs Model.implementation='keras'"),
+        ('ours_unroll', 'ours_keras', "unrolled vs Keras' step loop"),
+        ('onednn', 'ours_keras', "TensorFlow's oneDNN ops on vs as it is"),
+        ('replicas_2', 'ours_keras', '2 replicas x 1 thread vs 1 x 2'),
+        ('replicas_2_fused', 'ours_keras',
+         '2 replicas x 1 thread, fused, vs 1 x 2 keras'),
         ('ours', 'steps_per_loop_1', 'steps_per_loop many vs 1'),
         ('jit', 'ours', 'XLA on vs off'), ('bf16', 'ours', 'bf16 vs float32')):
       if get(top) and get(bottom):

@@ -290,22 +290,45 @@ def step_matmul_gflops(cell: str, units: int, batch_size: int,
   return 2 * 2 * batch_size * units * gates * units * repeats / seconds / 1e9
 
 
+# Variants that are the real trainer with bindings, and environment
+# variables set before TensorFlow starts (the harness starts each measurement
+# in its own process with them).
+TRAINER_VARIANTS = {
+    'ours': ({}, {}),
+    'ours_keras': ({'Model.implementation': "'keras'"}, {}),
+    'ours_fused': ({'Model.implementation': "'fused'"}, {}),
+    'ours_unroll': ({'Model.implementation': "'unroll'"}, {}),
+    'onednn': ({'Model.implementation': "'keras'"},
+               {'TF_ENABLE_ONEDNN_OPTS': '1'}),
+    'replicas_2': ({'Distribute.logical_cpus': 2,
+                    'Model.implementation': "'keras'"},
+                   {'TF_NUM_INTRAOP_THREADS': '1'}),
+    'replicas_2_fused': ({'Distribute.logical_cpus': 2,
+                          'Model.implementation': "'fused'"},
+                         {'TF_NUM_INTRAOP_THREADS': '1'}),
+    'jit': ({'Trainer.jit_compile': True}, {}),
+    'bf16': ({'Model.precision': "'mixed_bfloat16'"}, {}),
+}
+
+
+def environment(variant: str) -> dict:
+  """The environment variables a variant's process starts with."""
+  return TRAINER_VARIANTS.get(variant, ({}, {}))[1]
+
+
 def measure(spec: Spec) -> dict:
-  if spec.variant == 'ours':
-    return _measure_trainer(spec)
-  if spec.variant == 'ours_keras':
-    return _measure_trainer(spec, **{'Model.implementation': "'keras'"})
-  if spec.variant == 'ours_fused':
-    from seqmnist.model import fused  # pylint: disable=g-import-not-at-top
-    if not fused.available():
-      return {'skipped': f'the fused op is not available: {fused.why()}'}
-    return _measure_trainer(spec, **{'Model.implementation': "'fused'"})
+  if spec.variant in TRAINER_VARIANTS:
+    bindings = TRAINER_VARIANTS[spec.variant][0]
+    if bindings.get('Model.implementation') == "'fused'":
+      from seqmnist.model import fused  # pylint: disable=g-import-not-at-top
+      if not fused.available():
+        return {'skipped': f'the fused op is not available: {fused.why()}'}
+    if (bindings.get('Model.implementation') == "'unroll'" and
+        spec.task == 'pixel'):
+      return {'skipped': 'unroll is for short sequences (row)'}
+    return _measure_trainer(spec, **bindings)
   if spec.variant == 'steps_per_loop_1':
     return _measure_trainer(dataclasses.replace(spec, steps_per_loop=1))
-  if spec.variant == 'jit':
-    return _measure_trainer(spec, **{'Trainer.jit_compile': True})
-  if spec.variant == 'bf16':
-    return _measure_trainer(spec, **{'Model.precision': "'mixed_bfloat16'"})
   if spec.variant == 'core_pipeline':
     return _measure_core(spec, in_memory=False)
   if spec.variant == 'core_in_memory':
