@@ -180,16 +180,17 @@ def choose_implementation(config: ModelConfig,
         f'times into the graph (at most {implementations.MAX_UNROLL_STEPS} '
         "steps); use 'auto', 'keras' or 'fused' for this sequence")
   gpu = bool(tf.config.list_physical_devices('GPU'))
+  threads = implementations.thread_budget()
   covered = bool(cell.fused) and config.precision == 'float32'
   available = covered and not gpu and fused.available()
-  if requested == 'auto' and covered and not gpu and not available:
+  if (requested == 'auto' and covered and not gpu and not available and
+      threads <= 1):  # where 'auto' would have run the op
     _say_once('keras', f'Keras layers, not the fused op: {fused.why()}',
               logging.warning)
   return implementations.choose(
       requested, cell_fused=bool(cell.fused),
       float32=config.precision == 'float32', sequence_length=steps,
-      threads=implementations.thread_budget(), gpu=gpu,
-      fused_available=available)
+      threads=threads, gpu=gpu, fused_available=available)
 
 
 def uses_fused(config: ModelConfig, sequence_length: int) -> bool:
