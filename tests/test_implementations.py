@@ -31,11 +31,11 @@ def test_vector_extensions_are_read_from_the_flags():
   assert [implementations.cpu_kind(f) for f in (frozenset(), AVX2, AVX512,
                                                 AMX)] == [
       'other', 'AVX2', 'AVX-512', 'AVX-512']
-  # This machine's line names its CPU, its extensions and TF's oneDNN state.
-  line = implementations.describe_cpu()
-  assert implementations.cpu_model() in line
-  assert ('AVX2' in line and 'AVX-512' in line and
-          "TensorFlow's oneDNN ops o" in line), line
+  # This machine's: what the bench prints above its table.
+  assert implementations.cpu_model()
+  assert set(implementations.vector_extensions()) == {'AVX2', 'AVX-512',
+                                                      'AMX'}
+  assert isinstance(implementations.onednn_ops_on(), bool)
 
 
 def _choose(requested='auto', **kw):

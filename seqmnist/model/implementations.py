@@ -80,16 +80,6 @@ def onednn_ops_on() -> bool:
   return bool(_pywrap_util_port.IsMklEnabled())
 
 
-def describe_cpu() -> str:
-  """One line: the CPU, its vector extensions and TensorFlow's oneDNN state,
-  e.g. 'AMD EPYC 7B13: AVX2, no AVX-512, no AMX; TensorFlow's oneDNN ops
-  off'."""
-  ext = ', '.join(name if has else f'no {name}'
-                  for name, has in vector_extensions().items())
-  state = 'on' if onednn_ops_on() else 'off'
-  return f"{cpu_model()}: {ext}; TensorFlow's oneDNN ops {state}"
-
-
 @dataclasses.dataclass(frozen=True)
 class Choice:
   """What runs the recurrent layers, and why (the start-up line)."""
