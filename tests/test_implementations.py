@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import FAST, gin_params, run_cli
-from test_distribute import assert_float_weights_close
-from test_main import _results, _weights
+from test_fused import assert_a_switch_on_resume_ends_as_keras_loop
 
 from seqmnist.errors import ConfigError
 from seqmnist.model import cells
@@ -141,34 +139,6 @@ def test_the_unrolled_layer_is_keras_loop_on_the_same_variables(cell):
     assert isinstance(layer, rnn_layers.SplitGateGRU)
 
 
-def _row_run(model_dir, mnist_dir, *params):
-  return ('--gin_file=row.gin', f'--model_dir={model_dir}',
-          f'--data_dir={mnist_dir}',
-          *gin_params(*FAST, 'Model.layers=2', 'Trainer.eval_every=20',
-                      'Trainer.checkpoint_every=20', *params))
-
-
-def _checkpoint(model_dir):
-  return {k: v for k, v in _weights(tf.train.latest_checkpoint(
-      str(model_dir / 'checkpoints'))).items()
-          if not k.startswith('save_counter/')}
-
-
 @pytest.mark.e2e
 def test_a_run_switches_to_the_unrolled_layer_on_resume(tmp_path, mnist_dir):
-  """Keras' loop for 20 steps, then unrolled for 20: the weights of the
-  same 40 steps in Keras' loop alone, within float32 tolerance."""
-  keras_only = tmp_path / 'keras'
-  result = run_cli(*_row_run(keras_only, mnist_dir, 'Trainer.steps=40',
-                             "Model.implementation='keras'"))
-  assert result.returncode == 0, result.stderr[-3000:]
-  switched = tmp_path / 'switched'
-  for steps, implementation in ((20, 'keras'), (40, 'unroll')):
-    result = run_cli(*_row_run(switched, mnist_dir, f'Trainer.steps={steps}',
-                               f"Model.implementation='{implementation}'"))
-    assert result.returncode == 0, result.stderr[-3000:]
-  assert 'Resumed from' in result.stderr
-  assert 'Recurrent layers: unroll (Model.implementation)' in result.stderr
-  assert _results(switched)['global_step'] == 40
-  assert_float_weights_close(_checkpoint(switched), _checkpoint(keras_only),
-                             at_least=8, atol=1e-5)
+  assert_a_switch_on_resume_ends_as_keras_loop(tmp_path, mnist_dir, 'unroll')
