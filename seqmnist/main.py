@@ -10,7 +10,9 @@ is gin (see gin/ and the README).
 from absl import flags
 
 from seqmnist import cli
+from seqmnist.model import implementations
 
+implementations.prepare_tensorflow()  # TensorFlow's switches, before it imports
 cli.import_tensorflow_quietly()  # before the modules below import it
 
 # pylint: disable=g-import-not-at-top,wrong-import-position

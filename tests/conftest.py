@@ -31,6 +31,12 @@ import time
 
 import pytest
 
+from seqmnist.model import implementations
+
+# TensorFlow in the test processes runs with the switches the product's entry
+# points set (before any test imports it); their subprocesses inherit them.
+ONEDNN_SET_BY_CONFTEST = implementations.prepare_tensorflow()
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_DIR = os.environ.get(
     'SEQMNIST_MNIST_DIR',

@@ -27,6 +27,7 @@ from test_main import _results, _weights
 from seqmnist.model import cells
 from seqmnist.model import fused
 from seqmnist.model import gates
+from seqmnist.model import implementations
 from seqmnist.model import network
 from seqmnist.model import rnn_layers
 
@@ -125,20 +126,29 @@ def _checkpoint(model_dir):
 
 def assert_a_switch_on_resume_ends_as_keras_loop(tmp_path, mnist_dir,
                                                 implementation):
-  """Keras' loop for 20 steps, then `implementation` for 20: the weights of
-  the same 40 steps in Keras' loop alone, within float32 tolerance."""
+  """Keras' loop for 20 steps with TensorFlow's oneDNN ops off (as a run
+  dir made before the package turned them on), then `implementation` for 20
+  with the entry point's own switches: the weights of the same 40 steps in
+  Keras' loop alone with the ops off, within float32 tolerance."""
+  off = dict(os.environ, TF_ENABLE_ONEDNN_OPTS='0')
+  own = {k: v for k, v in os.environ.items() if k != 'TF_ENABLE_ONEDNN_OPTS'}
   keras_only = tmp_path / 'keras'
   result = run_cli(*_row_run(keras_only, mnist_dir, 'Trainer.steps=40',
-                             "Model.implementation='keras'"))
+                             "Model.implementation='keras'"), env=off)
   assert result.returncode == 0, result.stderr[-3000:]
   switched = tmp_path / 'switched'
-  for steps, name in ((20, 'keras'), (40, implementation)):
+  for steps, name, env in ((20, 'keras', off), (40, implementation, own)):
     result = run_cli(*_row_run(switched, mnist_dir, f'Trainer.steps={steps}',
-                               f"Model.implementation='{name}'"))
+                               f"Model.implementation='{name}'"), env=env)
     assert result.returncode == 0, result.stderr[-3000:]
   assert 'Resumed from' in result.stderr
   assert (f'Recurrent layers: {implementation} (Model.implementation)' in
           result.stderr)
+  if implementations.cpu_kind() in implementations.ONEDNN_MEASURED_FASTER_ON:
+    assert ("oneDNN ops on (TF_ENABLE_ONEDNN_OPTS=1 set by seqmnist: "
+            f"{implementations.cpu_kind()} CPU" in result.stderr)
+  else:
+    assert "(TensorFlow's default on this CPU)" in result.stderr
   assert _results(switched)['global_step'] == 40
   assert_float_weights_close(_checkpoint(switched), _checkpoint(keras_only),
                              at_least=8, atol=1e-5)

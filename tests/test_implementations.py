@@ -1,13 +1,16 @@
 """How GRU/LSTM layers run (seqmnist/model/implementations.py): the CPU's
-features as read, the rule 'auto' follows, the unrolled layer against Keras'
-step loop on the same variables, and a run that switches implementation on
-resume."""
+features as read, when TensorFlow's oneDNN ops are turned on, the rule 'auto'
+follows, the unrolled layer against Keras' step loop on the same variables,
+and a run that switches implementation (and oneDNN ops) on resume."""
+
+import os
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import ONEDNN_SET_BY_CONFTEST
 from test_fused import assert_a_switch_on_resume_ends_as_keras_loop
 
 from seqmnist.errors import ConfigError
@@ -34,6 +37,35 @@ def test_vector_extensions_are_read_from_the_flags():
   assert set(implementations.vector_extensions()) == {'AVX2', 'AVX-512',
                                                       'AMX'}
   assert isinstance(implementations.onednn_ops_on(), bool)
+
+
+@pytest.mark.parametrize('flags', [frozenset(), AVX2, AVX512, AMX])
+def test_onednn_ops_are_turned_on_where_they_measured_faster(flags):
+  """TensorFlow leaves its oneDNN ops off without AVX-512; the entry points
+  turn them on where that measured faster (AVX2), and leave TensorFlow's
+  default elsewhere and the user's setting everywhere."""
+  environ = {}
+  turned_on = implementations.prepare_tensorflow(environ, flags)
+  assert turned_on == (flags == AVX2)
+  assert environ == ({'TF_ENABLE_ONEDNN_OPTS': '1'} if turned_on else {})
+  for users in ('0', '1'):
+    environ = {'TF_ENABLE_ONEDNN_OPTS': users}
+    assert not implementations.prepare_tensorflow(environ, flags)
+    assert environ == {'TF_ENABLE_ONEDNN_OPTS': users}
+
+
+def test_the_switch_set_before_import_reaches_tensorflow():
+  """conftest prepared TensorFlow as the entry points do, before it imported:
+  TensorFlow runs its oneDNN ops as the switch says, and the start-up
+  state names who set it."""
+  switch = os.environ.get('TF_ENABLE_ONEDNN_OPTS')
+  if implementations.cpu_kind() in implementations.ONEDNN_MEASURED_FASTER_ON:
+    assert switch is not None  # set by conftest unless the user had
+  if switch in ('0', '1'):
+    assert implementations.onednn_ops_on() == (switch == '1')
+  state = implementations.onednn_state()
+  assert state.startswith('on' if implementations.onednn_ops_on() else 'off')
+  assert ('set by seqmnist' in state) == ONEDNN_SET_BY_CONFTEST, state
 
 
 def _choose(requested='auto', **kw):

@@ -13,6 +13,11 @@
   /proc/cpuinfo, not assumed), the threads the process may use and the
   sequence length. Its choice and why go in the run's start-up line.
 
+TensorFlow's own oneDNN ops are a switch of the process, read when
+TensorFlow imports: `prepare_tensorflow` (called by the entry points that
+train, serve or benchmark, before that) turns them on where they measured
+faster and TensorFlow leaves them off.
+
 Every implementation builds the same variables under the same names, so a
 run may switch on resume and ends where it would have ended.
 """
@@ -70,6 +75,45 @@ def cpu_model() -> str:
     pass
   import platform  # pylint: disable=g-import-not-at-top
   return platform.processor() or platform.machine()
+
+
+# TensorFlow's switch for its own oneDNN ops, read when it imports.
+ONEDNN_SWITCH = 'TF_ENABLE_ONEDNN_OPTS'
+
+# The CPU kinds where TensorFlow leaves its oneDNN ops off and our steps
+# measured faster with them on (docs/benchmarks.md, "On the CPU at hand"):
+# prepare_tensorflow turns them on there. (Where the CPU has AVX-512-class
+# features TensorFlow turns them on itself.)
+ONEDNN_MEASURED_FASTER_ON = ('AVX2',)
+
+_prepared = {}  # 'why': the reason prepare_tensorflow turned oneDNN on
+
+
+def prepare_tensorflow(environ=None,
+                       flags: Optional[FrozenSet[str]] = None) -> bool:
+  """Call before TensorFlow imports (it reads its switches once): sets
+  TF_ENABLE_ONEDNN_OPTS=1 on a CPU kind in ONEDNN_MEASURED_FASTER_ON unless
+  the environment sets the switch already (the user's setting wins). Returns
+  whether it set it; processes started from here inherit the setting."""
+  environ = os.environ if environ is None else environ
+  kind = cpu_kind(flags)
+  if ONEDNN_SWITCH in environ or kind not in ONEDNN_MEASURED_FASTER_ON:
+    return False
+  environ[ONEDNN_SWITCH] = '1'
+  if environ is os.environ:
+    _prepared['why'] = f'{kind} CPU, where they measured faster'
+  return True
+
+
+def onednn_state() -> str:
+  """TensorFlow's oneDNN ops in this process and who decided (the run's
+  start-up line)."""
+  state = 'on' if onednn_ops_on() else 'off'
+  if 'why' in _prepared:
+    return f'{state} ({ONEDNN_SWITCH}=1 set by seqmnist: {_prepared["why"]})'
+  if ONEDNN_SWITCH in os.environ:
+    return f'{state} ({ONEDNN_SWITCH}={os.environ[ONEDNN_SWITCH]})'
+  return f"{state} (TensorFlow's default on this CPU)"
 
 
 def onednn_ops_on() -> bool:

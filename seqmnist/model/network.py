@@ -233,7 +233,8 @@ def build(config: ModelConfig, sequence_shape, num_classes: int,
   dilations = tuple(config.dilations) or (1,) * config.layers
   choice = choose_implementation(config, sequence_shape[0])
   _say_once(f'layers {choice}', f'Recurrent layers: {choice.implementation} '
-            f'({choice.why}).')
+            f"({choice.why}); TensorFlow's oneDNN ops "
+            f'{implementations.onednn_state()}.')
   if config.input_dropout:
     x = dropout_lib.StatelessDropout(config.input_dropout, salt=1,
                                      name='input_dropout', dtype=policy)(x)

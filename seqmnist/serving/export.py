@@ -23,7 +23,9 @@ from absl import flags
 from absl import logging
 
 from seqmnist import cli
+from seqmnist.model import implementations
 
+implementations.prepare_tensorflow()  # TensorFlow's switches, before it imports
 cli.import_tensorflow_quietly()  # before the modules below import it
 
 # pylint: disable=g-import-not-at-top,wrong-import-position

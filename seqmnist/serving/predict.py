@@ -18,7 +18,9 @@ import os
 from absl import flags
 
 from seqmnist import cli
+from seqmnist.model import implementations
 
+implementations.prepare_tensorflow()  # TensorFlow's switches, before it imports
 cli.import_tensorflow_quietly()  # before the modules below import it
 
 # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -16,8 +16,11 @@ within each repetition, and the table reports medians. Variants:
   ours_fused       ours with Model.implementation='fused' (the oneDNN op)
   ours_unroll      ours with Model.implementation='unroll' (Keras' layer
                    unrolled; row only)
-  onednn           ours_keras with TF_ENABLE_ONEDNN_OPTS=1: TensorFlow's own
-                   oneDNN ops, which it leaves off on CPUs without AVX-512
+  onednn           ours with TF_ENABLE_ONEDNN_OPTS=1: TensorFlow's own oneDNN
+                   ops on (TensorFlow leaves them off on CPUs without
+                   AVX-512; the package turns them on where they measured
+                   faster: implementations.prepare_tensorflow)
+  onednn_off       ours with TF_ENABLE_ONEDNN_OPTS=0: them off
   replicas_2       ours_keras as two replicas on two logical CPU devices
                    (Distribute.logical_cpus=2, TF_NUM_INTRAOP_THREADS=1),
                    each on half of the batch
@@ -74,7 +77,8 @@ VARIANTS = {
     'ours_keras': "ours, Model.implementation='keras' (Keras' step loop)",
     'ours_fused': "ours, Model.implementation='fused' (the oneDNN op)",
     'ours_unroll': "ours, Model.implementation='unroll' (row only)",
-    'onednn': "ours_keras with TF_ENABLE_ONEDNN_OPTS=1",
+    'onednn': "ours with TF_ENABLE_ONEDNN_OPTS=1",
+    'onednn_off': "ours with TF_ENABLE_ONEDNN_OPTS=0",
     'replicas_2': "ours_keras on 2 logical CPUs (Distribute.logical_cpus=2),"
                   " one TensorFlow thread each",
     'replicas_2_fused': "the same with Model.implementation='fused'",
@@ -171,6 +175,7 @@ def machine() -> dict:
       'vector_extensions': implementations.vector_extensions(),
       'cpu_kind': implementations.cpu_kind(),
       'onednn_ops': implementations.onednn_ops_on(),
+      'onednn_state': implementations.onednn_state(),
       'bf16_instructions': 'avx512_bf16' in flags_ or 'amx_bf16' in flags_,
       'gpus': [d.name for d in tf.config.list_physical_devices('GPU')],
       'tensorflow': tf.__version__, 'keras': keras.__version__,
@@ -246,11 +251,12 @@ def markdown(report: dict) -> str:
   extensions = ', '.join(
       name if has else f'no {name}'
       for name, has in m.get('vector_extensions', {}).items())
-  onednn = {True: 'on', False: 'off'}.get(m.get('onednn_ops'),
-                                           'not recorded')
+  onednn = m.get('onednn_state') or {True: 'on', False: 'off'}.get(
+      m.get('onednn_ops'), 'not recorded')
   lines = [
       f'CPU: {m["cpu"]} ({extensions or "vector extensions not recorded"}); '
-      f"TensorFlow's oneDNN ops {onednn} (the onednn variant turns them on).",
+      f"TensorFlow's oneDNN ops {onednn}; the onednn and onednn_off variants "
+      'set them on and off.',
       '',
       f'Machine: {m["cpu"]}, {m["cores"]} cores, GPUs: '
       f'{", ".join(m["gpus"]) or "none"}; TensorFlow {m["tensorflow"]}, '
@@ -294,7 +300,9 @@ def markdown(report: dict) -> str:
         ('ours_fused', 'ours_keras', "the fused op vs Keras' layers"),
         ('ours', 'ours_keras', "ours (auto) vs Model.implementation='keras'"),
         ('ours_unroll', 'ours_keras', "unrolled vs Keras' step loop"),
-        ('onednn', 'ours_keras', "TensorFlow's oneDNN ops on vs as it is"),
+        ('onednn', 'onednn_off', "TensorFlow's oneDNN ops on vs off"),
+        ('ours', 'onednn_off', "ours vs ours with TensorFlow's oneDNN ops "
+         'off'),
         ('replicas_2', 'ours_keras', '2 replicas x 1 thread vs 1 x 2'),
         ('replicas_2_fused', 'ours_keras',
          '2 replicas x 1 thread, fused, vs 1 x 2 keras'),
@@ -317,6 +325,7 @@ def markdown(report: dict) -> str:
 
 def main(argv):
   del argv
+  implementations.prepare_tensorflow()  # as every training process does
   if _WORKER.value:
     spec = Spec(**json.loads(_WORKER.value))
     print(RESULT_PREFIX + json.dumps(measure(spec)), flush=True)

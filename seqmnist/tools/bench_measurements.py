@@ -11,6 +11,7 @@ import dataclasses
 import tempfile
 import time
 
+from seqmnist.errors import ConfigError
 from seqmnist.errors import UserError
 from seqmnist.model import cells
 
@@ -135,6 +136,14 @@ def _measure_keras_fit(spec: Spec, jit_compile='auto') -> dict:
           'jit_compile': bool(model.jit_compile)}
 
 
+def batch_slice(step: int, batch_size: int, examples: int) -> slice:
+  """The examples of `step`'s batch: full batches in order, from the first
+  again once the examples run out (as the real pipeline repeats its split;
+  more steps than the split holds must not measure empty batches)."""
+  start = step % (examples // batch_size) * batch_size
+  return slice(start, start + batch_size)
+
+
 def _measure_torch(spec: Spec) -> dict:
   try:
     import torch  # pylint: disable=g-import-not-at-top
@@ -165,8 +174,8 @@ def _measure_torch(spec: Spec) -> dict:
   loss_fn = torch.nn.CrossEntropyLoss()
 
   def step(i):
-    xb = x[i * spec.batch_size:(i + 1) * spec.batch_size]
-    yb = y[i * spec.batch_size:(i + 1) * spec.batch_size]
+    batch = batch_slice(i, spec.batch_size, len(x))
+    xb, yb = x[batch], y[batch]
     out, _ = rnn(xb)
     loss = loss_fn(head(out[:, -1]), yb)
     optimizer.zero_grad()
@@ -298,8 +307,8 @@ TRAINER_VARIANTS = {
     'ours_keras': ({'Model.implementation': "'keras'"}, {}),
     'ours_fused': ({'Model.implementation': "'fused'"}, {}),
     'ours_unroll': ({'Model.implementation': "'unroll'"}, {}),
-    'onednn': ({'Model.implementation': "'keras'"},
-               {'TF_ENABLE_ONEDNN_OPTS': '1'}),
+    'onednn': ({}, {'TF_ENABLE_ONEDNN_OPTS': '1'}),
+    'onednn_off': ({}, {'TF_ENABLE_ONEDNN_OPTS': '0'}),
     'replicas_2': ({'Distribute.logical_cpus': 2,
                     'Model.implementation': "'keras'"},
                    {'TF_NUM_INTRAOP_THREADS': '1'}),
@@ -318,15 +327,10 @@ def environment(variant: str) -> dict:
 
 def measure(spec: Spec) -> dict:
   if spec.variant in TRAINER_VARIANTS:
-    bindings = TRAINER_VARIANTS[spec.variant][0]
-    if bindings.get('Model.implementation') == "'fused'":
-      from seqmnist.model import fused  # pylint: disable=g-import-not-at-top
-      if not fused.available():
-        return {'skipped': f'the fused op is not available: {fused.why()}'}
-    if (bindings.get('Model.implementation') == "'unroll'" and
-        spec.task == 'pixel'):
-      return {'skipped': 'unroll is for short sequences (row)'}
-    return _measure_trainer(spec, **bindings)
+    try:
+      return _measure_trainer(spec, **TRAINER_VARIANTS[spec.variant][0])
+    except ConfigError as e:  # e.g. 'fused' without the op, 'unroll' on pixel
+      return {'skipped': str(e)}
   if spec.variant == 'steps_per_loop_1':
     return _measure_trainer(dataclasses.replace(spec, steps_per_loop=1))
   if spec.variant == 'core_pipeline':
