@@ -14,6 +14,7 @@ import time
 from seqmnist.errors import ConfigError
 from seqmnist.errors import UserError
 from seqmnist.model import cells
+from seqmnist.model import implementations
 
 # Each task's shipped gin file.
 TASK_GIN_FILES = {'row': 'row.gin', 'pixel': 'pixel.gin'}
@@ -307,8 +308,8 @@ TRAINER_VARIANTS = {
     'ours_keras': ({'Model.implementation': "'keras'"}, {}),
     'ours_fused': ({'Model.implementation': "'fused'"}, {}),
     'ours_unroll': ({'Model.implementation': "'unroll'"}, {}),
-    'onednn': ({}, {'TF_ENABLE_ONEDNN_OPTS': '1'}),
-    'onednn_off': ({}, {'TF_ENABLE_ONEDNN_OPTS': '0'}),
+    'onednn': ({}, {implementations.ONEDNN_SWITCH: '1'}),
+    'onednn_off': ({}, {implementations.ONEDNN_SWITCH: '0'}),
     'replicas_2': ({'Distribute.logical_cpus': 2,
                     'Model.implementation': "'keras'"},
                    {'TF_NUM_INTRAOP_THREADS': '1'}),
